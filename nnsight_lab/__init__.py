@@ -1,0 +1,36 @@
+"""nnsight_lab: look inside and edit any PyTorch model.
+
+Code written for nnsight runs after `import nnsight_lab as nnsight`::
+
+    model = NNsight(net)
+    with model.trace(x):
+        hidden = model.layer1.output.save()
+"""
+
+from __future__ import annotations
+
+from .config import CONFIG
+from .errors import (
+    NNsightError,
+    NNsightWarning,
+    NotReachedError,
+    OutOfOrderError,
+    TraceSourceError,
+    TracingError,
+)
+from .models import LanguageModel, NNsight
+from .tracing import save
+
+__all__ = [
+    "CONFIG",
+    "LanguageModel",
+    "NNsight",
+    "NNsightError",
+    "NNsightWarning",
+    "NotReachedError",
+    "OutOfOrderError",
+    "TraceSourceError",
+    "TracingError",
+    "save",
+]
+__version__ = "0.1.0"

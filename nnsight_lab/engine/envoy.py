@@ -1,0 +1,130 @@
+"""`Envoy`: a module of the wrapped model, as the trace body sees it.
+
+An envoy mirrors one `torch.nn.Module`: its children are envoys reachable by
+attribute and index (`model.transformer.h[5].attn`), any other attribute is the
+module's own (`model.layer1.weight`), and inside a trace body `.output`,
+`.input` and `.inputs` are the real values flowing through the module now
+(read them, edit them in place, or assign to replace them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from torch import nn
+
+from .mediator import current_mediator
+
+_VALUES = ("output", "input", "inputs")
+
+
+class Envoy:
+    """One module of a wrapped model.
+
+    Args:
+        module: the module.
+        path: its dotted path from the root, the root being `"model"`.
+    """
+
+    def __init__(self, module: nn.Module, path: str = "model") -> None:
+        object.__setattr__(self, "_module", module)
+        object.__setattr__(self, "_path", path)
+        children = {name: Envoy(child, f"{path}.{name}") for name, child in module.named_children()}
+        object.__setattr__(self, "_children", children)
+        for name, child in children.items():
+            if not hasattr(type(self), name):
+                object.__setattr__(self, name, child)
+
+    # -- the tree ------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        children = self.__dict__.get("_children")
+        if children is not None and name in children:
+            return children[name]
+        return getattr(self.__dict__["_module"], name)
+
+    def __getitem__(self, key: int | str | slice) -> Any:
+        children = list(self._children.values())
+        if isinstance(key, str):
+            return self._children[key]
+        if isinstance(key, slice):
+            return children[key]
+        try:
+            return children[key]
+        except IndexError:
+            raise IndexError(
+                f"{self._path} has {len(children)} submodules; index {key} is out of range"
+            ) from None
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __iter__(self) -> Iterator[Envoy]:
+        return iter(self._children.values())
+
+    def modules(self) -> Iterator[Envoy]:
+        """This envoy and all below it, parents first."""
+        yield self
+        for child in self._children.values():
+            yield from child.modules()
+
+    def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
+        """(path, module) for this module and all below it, parents first."""
+        for envoy in self.modules():
+            yield envoy._path, envoy._module
+
+    def __repr__(self) -> str:
+        return repr(self._module)
+
+    def _rebind(self, module: nn.Module) -> None:
+        """Point this envoy tree at `module` (same structure), e.g. after loading weights."""
+        object.__setattr__(self, "_module", module)
+        for name, child in self._children.items():
+            child._rebind(getattr(module, name))
+
+    # -- values inside a trace -------------------------------------------------
+
+    @property
+    def output(self) -> Any:
+        """The module's output (of this call), as the model returned it."""
+        return current_mediator(f"{self._path}.output").get(self._path, "output")
+
+    @output.setter
+    def output(self, value: Any) -> None:
+        current_mediator(f"{self._path}.output").set(self._path, "output", value)
+
+    @property
+    def inputs(self) -> tuple[tuple, dict]:
+        """All inputs of the module: `(args, kwargs)`."""
+        return current_mediator(f"{self._path}.inputs").get(self._path, "input")
+
+    @inputs.setter
+    def inputs(self, value: tuple[tuple, dict]) -> None:
+        args, kwargs = value
+        current_mediator(f"{self._path}.inputs").set(self._path, "input", (tuple(args), kwargs))
+
+    @property
+    def input(self) -> Any:
+        """The module's first input: the first positional argument, else the first keyword."""
+        args, kwargs = self.inputs
+        if args:
+            return args[0]
+        return next(iter(kwargs.values()))
+
+    @input.setter
+    def input(self, value: Any) -> None:
+        args, kwargs = self.inputs
+        if args:
+            self.inputs = ((value, *args[1:]), kwargs)
+        else:
+            first = next(iter(kwargs))
+            self.inputs = (args, {**kwargs, first: value})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _VALUES:
+            object.__setattr__(self, name, value)  # the property setters above
+        elif name in self.__dict__.get("_children", {}):
+            raise AttributeError(f"cannot replace the submodule envoy {self._path}.{name}")
+        else:
+            setattr(self._module, name, value)

@@ -1,0 +1,148 @@
+"""`Tracer` (`with model.trace(...)`), `Invoker` (`with tracer.invoke(...)`), `Barrier`.
+
+A tracer captures its body and gives itself to a backend, which runs it and
+returns the saved values; the tracer writes those back into the caller's scope.
+The tracer does not care which backend runs it: local, remote, or anything that
+takes the finished tracer.
+
+Without invokes, the whole body is one invoke of the trace's input. With
+invokes, the body runs first to collect them (`tracer.invoke` registers a body
+and an input each), then every invoke runs as one batched forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TracingError
+from ..tracing import Body, CapturingContext, Layer, Namespace, SavingContext
+from ..tracing.frames import write_names
+from .backends import LocalBackend
+from .mediator import State, current_mediator
+
+if TYPE_CHECKING:
+    from ..models.nnsight import NNsight
+
+Backend = Callable[["Tracer"], dict[str, Any]]
+
+
+@dataclass
+class Invoke:
+    """One invoke as the backend sees it: a body, where it runs, and its input."""
+
+    body: Body
+    namespace: dict
+    args: tuple
+    kwargs: dict
+
+
+class Tracer(SavingContext):
+    """The context of `with model.trace(*inputs, **kwargs) as tracer:`.
+
+    Attributes:
+        model: the wrapped model.
+        inputs, kwargs: the trace's input (one implicit invoke) and model keyword arguments.
+        invokes: the invokes collected from the body.
+        result: what the model returned, after the trace.
+    """
+
+    def __init__(
+        self, model: NNsight, *inputs: Any, backend: Backend | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.inputs = inputs
+        self.kwargs = kwargs
+        self.backend = backend
+        self.invokes: list[Invoke] = []
+        self.namespace: Namespace | None = None
+        self.frame: FrameType | None = None
+        self.result: Any = None
+
+    def invoke(self, *inputs: Any, **kwargs: Any) -> Invoker:
+        """Add an input to the batch; the block's body sees only that input's rows.
+
+        Example:
+            >>> with model.trace() as tracer:
+            ...     with tracer.invoke("The Eiffel Tower is in"):
+            ...         a = model.lm_head.output.save()
+        """
+        return Invoker(self, inputs, kwargs)
+
+    def barrier(self, participants: int) -> Barrier:
+        """A point that `participants` invokes wait at until all have reached it."""
+        return Barrier(participants)
+
+    def run(self, body: Body, frame: FrameType) -> None:
+        self.frame = frame
+        self.activate()
+        try:
+            saved = (self.backend or LocalBackend())(self)
+        finally:
+            self.deactivate()
+            self.frame = None
+            self.namespace = None
+        write_names(frame, saved)
+
+    def saved_from(self, namespace: Namespace) -> dict[str, Any]:
+        """The variables of `namespace` that the body saved."""
+        ids = self.saved_ids
+        return {k: v for k, v in namespace.assigned().items() if id(v) in ids}
+
+
+class Invoker(CapturingContext):
+    """The context of `with tracer.invoke(*inputs):` inside a trace body."""
+
+    def __init__(self, tracer: Tracer, inputs: tuple, kwargs: dict) -> None:
+        self.tracer = tracer
+        self.inputs = inputs
+        self.kwargs = kwargs
+
+    def run(self, body: Body, frame: FrameType) -> None:
+        namespace = frame.f_globals
+        if not isinstance(namespace, Namespace) or namespace is not self.tracer.namespace:
+            raise TracingError(
+                "`tracer.invoke(...)` must be opened directly in the body of its own "
+                "`with model.trace() as tracer:` block."
+            )
+        layer = Layer(namespace, missing=_wait_for_name, assigned=_name_assigned)
+        self.tracer.invokes.append(Invoke(body, layer, self.inputs, self.kwargs))
+
+
+def _wait_for_name(name: str) -> Any:
+    """A name no one has assigned yet: wait for an earlier invoke to assign it."""
+    mediator = current_mediator(name)
+    interleaver = mediator.interleaver
+    assert interleaver is not None
+    interleaver.wait_for_name(mediator, name)
+    return mediator.namespace[name]
+
+
+def _name_assigned(name: str) -> None:
+    mediator = current_mediator(name)
+    if mediator.interleaver is not None:
+        mediator.interleaver.name_assigned(name)
+
+
+class Barrier:
+    """`barrier = tracer.barrier(n)`; each of n invokes calls `barrier()` to meet there."""
+
+    def __init__(self, participants: int) -> None:
+        if participants < 1:
+            raise TracingError(f"a barrier needs at least one participant, got {participants}")
+        self.participants = participants
+        self.arrived: list = []
+
+    def __call__(self) -> None:
+        mediator = current_mediator("barrier()")
+        self.arrived.append(mediator)
+        if len(self.arrived) < self.participants:
+            mediator.park(State.AT_BARRIER)
+            return
+        for other in self.arrived:
+            if other is not mediator:
+                other.state = State.RELEASED
+        self.arrived = []

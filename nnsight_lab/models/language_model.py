@@ -1,0 +1,156 @@
+"""`LanguageModel`: a Hugging Face causal LM with its tokenizer, traceable.
+
+Loading is lazy: the constructor reads the config and tokenizer and builds the
+model on the meta device (no weights read); the first trace, or `dispatch=True`,
+loads the real weights with `AutoModelForCausalLM.from_pretrained` and points
+the envoys at them. Inputs (text, token ids, tensors, a tokenizer's output) are
+tokenized per invoke and padded on the left into one batch, so that the last
+position of every row is a real token.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from ..engine.tracer import Tracer
+from ..errors import TracingError
+from .nnsight import NNsight
+
+_SHARED_KWARGS = ("trust_remote_code", "revision", "token", "cache_dir", "local_files_only")
+
+
+class LanguageModel(NNsight):
+    """A causal language model from the Hugging Face hub, a local folder, or memory.
+
+    Args:
+        model: a hub id or a local folder (loaded with `AutoModelForCausalLM`), or a
+            model instance (then pass `tokenizer=` too).
+        tokenizer: a tokenizer to use instead of loading one from `model`.
+        dispatch: load the weights now instead of at the first trace.
+        **kwargs: passed to `from_pretrained` (`device_map`, `dtype`/`torch_dtype`,
+            `trust_remote_code`, ...).
+
+    Example:
+        >>> llm = LanguageModel("openai-community/gpt2", device_map="auto")
+        >>> with llm.trace("The Eiffel Tower is in the city of"):
+        ...     logits = llm.lm_head.output.save()
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | nn.Module,
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        dispatch: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        shared = {k: kwargs[k] for k in _SHARED_KWARGS if k in kwargs}
+        if isinstance(model, nn.Module):
+            module, source = model, None
+            if tokenizer is None:
+                name = getattr(getattr(model, "config", None), "_name_or_path", None)
+                if not name:
+                    raise TypeError("LanguageModel(model_instance) needs tokenizer=...")
+                tokenizer = AutoTokenizer.from_pretrained(name, **shared)
+        else:
+            source = os.fspath(model)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(source, **shared)
+            module = _empty_model(source, kwargs, shared)
+        super().__init__(module)
+        object.__setattr__(self, "tokenizer", _ready(tokenizer))
+        object.__setattr__(self, "_source", source)
+        object.__setattr__(self, "_load_kwargs", kwargs)
+        if dispatch:
+            self.dispatch()
+
+    @property
+    def dispatched(self) -> bool:
+        """Whether the real weights are loaded."""
+        return self._source is None
+
+    def dispatch(self) -> None:
+        """Load the real weights (done by the first trace if not called)."""
+        if self._source is None:
+            return
+        loaded = AutoModelForCausalLM.from_pretrained(self._source, **self._load_kwargs)
+        loaded.eval()
+        self._rebind(loaded)
+        object.__setattr__(self, "_source", None)
+
+    def trace(self, *inputs: Any, **kwargs: Any) -> Tracer:
+        self.dispatch()
+        return super().trace(*inputs, **kwargs)
+
+    # -- inputs ----------------------------------------------------------------
+
+    def _prepare_input(self, *args: Any, **kwargs: Any) -> tuple[Any, int]:
+        if len(args) != 1:
+            raise TracingError(
+                "a LanguageModel invoke takes one input: a string, a list of strings, token "
+                f"ids, a tensor of token ids, or a tokenizer's output; got {len(args)} inputs"
+            )
+        rows = self._rows(args[0], kwargs)
+        return rows, len(rows[0])
+
+    def _rows(self, value: Any, kwargs: dict) -> tuple[list[list[int]], list[list[int]]]:
+        """(input_ids, attention_mask) as unpadded lists of rows."""
+        if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], str)):
+            encoded = self.tokenizer(value, **kwargs)
+            return _as_rows(encoded["input_ids"]), _as_rows(encoded["attention_mask"])
+        if isinstance(value, Mapping):
+            ids = _as_rows(value["input_ids"])
+            mask = value.get("attention_mask")
+            return ids, (_as_rows(mask) if mask is not None else [[1] * len(r) for r in ids])
+        if isinstance(value, (torch.Tensor, list)):
+            ids = _as_rows(value)
+            return ids, [[1] * len(r) for r in ids]
+        raise TracingError(
+            f"a LanguageModel cannot take a {type(value).__name__} as input: pass a string, a "
+            "list of strings, token ids (list or tensor), or a tokenizer's output"
+        )
+
+    def _batch(self, prepared: list[Any]) -> tuple[tuple, dict]:
+        ids = [row for rows, _ in prepared for row in rows]
+        masks = [row for _, rows in prepared for row in rows]
+        width = max(len(r) for r in ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids])
+        mask = torch.tensor([[0] * (width - len(m)) + m for m in masks])
+        device = getattr(self._module, "device", None)
+        if device is not None and device.type != "meta":
+            input_ids, mask = input_ids.to(device), mask.to(device)
+        return (), {"input_ids": input_ids, "attention_mask": mask}
+
+
+def _empty_model(source: str, kwargs: dict, shared: dict) -> nn.Module:
+    """The model's architecture on the meta device: no weights read."""
+    config = AutoConfig.from_pretrained(source, **shared)
+    dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+    extra = {"dtype": dtype} if isinstance(dtype, torch.dtype) else {}
+    with torch.device("meta"):
+        remote_code = {k: v for k, v in shared.items() if k == "trust_remote_code"}
+        return AutoModelForCausalLM.from_config(config, **extra, **remote_code)
+
+
+def _ready(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Left padding and a pad token, so batches keep the last position meaningful."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _as_rows(value: Any) -> list[list[int]]:
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if not value:
+        raise TracingError("an empty input cannot be run")
+    if isinstance(value[0], int):
+        return [list(value)]
+    return [list(row) for row in value]

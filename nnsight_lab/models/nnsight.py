@@ -1,0 +1,103 @@
+"""`NNsight`: wrap any `torch.nn.Module` so that its internals can be traced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine.envoy import Envoy
+from ..engine.tracer import Backend, Tracer
+from ..errors import TracingError
+
+
+class NNsight(Envoy):
+    """A traceable model: the root envoy of `module`.
+
+    Args:
+        module: any PyTorch module. It is not copied or changed; a trace only
+            routes its calls while the trace runs.
+
+    Example:
+        >>> model = NNsight(torch.nn.Sequential(torch.nn.Linear(5, 10), torch.nn.Linear(10, 2)))
+        >>> with model.trace(torch.rand(1, 5)):
+        ...     hidden = model[0].output.save()
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"NNsight wraps a torch.nn.Module, got {type(module).__name__}")
+        super().__init__(module, "model")
+        object.__setattr__(self, "_routes", list(self.named_modules()))
+
+    @property
+    def _model(self) -> nn.Module:
+        """The wrapped module itself."""
+        return self._module
+
+    def _rebind(self, module: nn.Module) -> None:
+        super()._rebind(module)
+        object.__setattr__(self, "_routes", list(self.named_modules()))
+
+    def trace(
+        self, *inputs: Any, remote: bool = False, backend: Backend | None = None, **kwargs: Any
+    ) -> Tracer:
+        """Run the model on `inputs` with the `with` block's body interleaved.
+
+        Args:
+            *inputs: the model's input; leave empty and use `tracer.invoke(...)` for several.
+            remote: run on a model server instead of here.
+            backend: what runs the trace (default: this process).
+            **kwargs: passed to the model's forward call.
+
+        Returns:
+            The tracer, to use as a context manager.
+
+        Raises:
+            TracingError: `remote=True` with no server configured.
+        """
+        if remote and backend is None:
+            raise TracingError(
+                "remote=True needs a model server, and none is configured: set "
+                "nnsight_lab.CONFIG.API.HOST (or NNSIGHT_LAB_HOST), or drop remote=True to run "
+                "locally."
+            )
+        return Tracer(self, *inputs, backend=backend, **kwargs)
+
+    # -- how this kind of model takes input (overridden by LanguageModel) ------
+
+    def _prepare_input(self, *args: Any, **kwargs: Any) -> tuple[tuple[tuple, dict], int]:
+        """One invoke's input as (args, kwargs), and how many batch rows it has."""
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                return (args, kwargs), value.shape[0]
+        return (args, kwargs), 1
+
+    def _batch(self, prepared: list[tuple[tuple, dict]]) -> tuple[tuple, dict]:
+        """The invokes' inputs as one call: tensors concatenated along the batch dimension."""
+        if len(prepared) == 1:
+            return prepared[0]
+        argses = [args for args, _ in prepared]
+        if len({len(a) for a in argses}) != 1:
+            raise TracingError("every invoke must pass the same number of positional inputs")
+        args = tuple(_concat(column) for column in zip(*argses))
+        keys = prepared[0][1].keys()
+        kwargs = {k: _concat([kw[k] for _, kw in prepared]) for k in keys}
+        return args, kwargs
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the model (overridden for generation and other entry points)."""
+        return self._module(*args, **kwargs)
+
+
+def _concat(values: list) -> Any:
+    if all(isinstance(v, torch.Tensor) for v in values):
+        return torch.cat(values)
+    first = values[0]
+    if any(v is not first and v != first for v in values):
+        raise TracingError(
+            "invokes of one trace are run as one batch, so their non-tensor inputs must be "
+            f"equal; got {values!r}"
+        )
+    return first

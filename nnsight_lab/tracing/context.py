@@ -1,0 +1,107 @@
+"""`CapturingContext`: a `with` block whose body is captured and run by the context.
+
+Mental model: entering the block reads and compiles its body (see `source`),
+arms the caller's frame to skip it (see `frames`), and on exit hands the body to
+`run(body, frame)`. The subclass decides what running means (a trace runs it
+alongside a model; an invoke registers it with its trace). Errors raised by the
+body come back to the user with the engine's frames removed.
+
+`save(value)` marks a value to outlive the trace that is running now.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import FrameType, TracebackType
+from typing import Any
+
+from ..config import CONFIG
+from ..errors import TracingError
+from .frames import BodySkipper, SkipBody
+from .source import Body, body_of_with
+from .tracebacks import user_frames
+
+_active: list[CapturingContext] = []
+
+
+class CapturingContext:
+    """Base of every context manager that runs its own body (trace, invoke)."""
+
+    body: Body | None = None
+    _skipper: BodySkipper | None = None
+    _frame: FrameType | None = None
+
+    def __enter__(self) -> Any:
+        frame = sys._getframe(1)
+        self.body = body = body_of_with(frame)
+        self._frame = frame
+        if body.first_line is not None:
+            self._skipper = BodySkipper(frame, body.first_line)
+        return self
+
+    def __exit__(
+        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        __tracebackhide__ = True  # noqa: F841  (IPython and pytest hide this frame)
+        skipper, frame, self._skipper, self._frame = self._skipper, self._frame, None, None
+        if skipper is not None:
+            skipper.disarm()
+        if exc_type is not SkipBody and not (exc_type is None and skipper is None):
+            return False  # the body never started: let Python report the error
+        assert frame is not None and self.body is not None
+        try:
+            self.run(self.body, frame)
+        except BaseException as error:
+            if not CONFIG.APP.DEBUG:
+                error.__traceback__ = user_frames(error.__traceback__)
+            raise error from error.__cause__  # keep the user's cause, drop SkipBody
+        return True
+
+    def run(self, body: Body, frame: FrameType) -> None:
+        """Run the captured body; `frame` is the frame that holds the `with` statement."""
+        raise NotImplementedError
+
+
+class SavingContext(CapturingContext):
+    """A capturing context that owns a set of saved values (a trace)."""
+
+    def __init__(self) -> None:
+        self.saved_ids: set[int] = set()
+
+    def save(self, value: Any) -> Any:
+        """Mark `value` to be kept after the trace; returns it."""
+        self.saved_ids.add(id(value))
+        return value
+
+    def activate(self) -> None:
+        _active.append(self)
+
+    def deactivate(self) -> None:
+        if _active and _active[-1] is self:
+            _active.pop()
+        elif self in _active:
+            _active.remove(self)
+
+
+def save(value: Any) -> Any:
+    """Keep `value` after the trace that is running (nnsight's `nnsight.save`).
+
+    Args:
+        value: any object: a tensor, a list, a number.
+
+    Returns:
+        The same object, so that `x = nnsight_lab.save(model.layer1.output)` reads well.
+
+    Raises:
+        TracingError: no trace is running.
+
+    Example:
+        >>> with model.trace(x):
+        ...     out = nnsight_lab.save(model.output)
+    """
+    if not _active:
+        raise TracingError(
+            "nnsight_lab.save() was called outside a trace; call it inside "
+            "`with model.trace(...):` on a value you want to keep after the block."
+        )
+    return _active[-1].save(value)

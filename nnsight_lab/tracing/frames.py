@@ -1,0 +1,72 @@
+"""Two operations on the caller's frame: skip a `with` body, and write back saved names.
+
+Skipping: `__enter__` sets a line-trace function on the caller's frame that raises
+`SkipBody` as soon as the body's first line starts; `__exit__` receives it, puts
+back whatever tracing was active before (a debugger, coverage) and runs the body
+itself. Writing back: saved values become variables of the caller, in a module,
+a class body or a function.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from types import FrameType
+from typing import Any
+
+
+class SkipBody(Exception):
+    """Raised on the first line of a traced body so that Python does not run it."""
+
+
+def _no_trace(frame: FrameType, event: str, arg: Any) -> None:
+    return None
+
+
+class BodySkipper:
+    """Arms the caller's frame to skip the body of the `with` being entered.
+
+    `first_line` is the line of the body's first statement that does something:
+    a leading `pass` compiles to an instruction outside the `with`'s exception
+    handler, so raising there would escape the block.
+    """
+
+    __slots__ = ("frame", "previous_global", "previous_local")
+
+    def __init__(self, frame: FrameType, first_line: int) -> None:
+        self.frame = frame
+        self.previous_global = sys.gettrace()
+        self.previous_local = frame.f_trace
+        if self.previous_global is None:
+            sys.settrace(_no_trace)
+
+        def raise_skip(frame: FrameType, event: str, arg: Any) -> Any:
+            if event == "line" and frame.f_lineno >= first_line:
+                raise SkipBody
+            return raise_skip
+
+        frame.f_trace = raise_skip
+
+    def disarm(self) -> None:
+        """Restore the tracing that was active before (a raising trace function unsets it)."""
+        self.frame.f_trace = self.previous_local
+        sys.settrace(self.previous_global)
+        self.frame = None  # type: ignore[assignment]
+
+
+_CO_OPTIMIZED = 0x0001
+
+
+def write_names(frame: FrameType, values: dict[str, Any]) -> None:
+    """Make `values` variables of `frame`, as if the frame had assigned them."""
+    if not values:
+        return
+    if not frame.f_code.co_flags & _CO_OPTIMIZED:
+        frame.f_locals.update(values)  # module or class body: f_locals is the real dict
+        return
+    if sys.version_info >= (3, 13):
+        for name, value in values.items():
+            frame.f_locals[name] = value  # a write-through proxy since PEP 667
+        return
+    frame.f_locals.update(values)
+    ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))

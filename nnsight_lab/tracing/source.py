@@ -1,0 +1,221 @@
+"""Find the body of the `with` block that is being entered, and compile it.
+
+The body of `with model.trace(...):` is not run by Python where it stands: the
+tracer reads the block's source from the caller's file (a script, an IPython
+cell, `python -c`), compiles the statements with the caller's file name and
+line numbers (so tracebacks, `breakpoint()` and `print` behave as in the user's
+code) and runs that code object itself, alongside the model.
+
+Two rewrites give the body its meaning:
+- `value.save()` with no arguments becomes `__nnsight_save__(value)`, so any
+  value (a tensor, `list()`, an int) can be saved without patching `object`;
+- nothing else: the body is the user's own code.
+
+A compiled body is cached per (code object, line) of the `with` statement.
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+import sys
+import traceback
+from dataclasses import dataclass
+from types import CodeType, FrameType
+
+from ..errors import TraceSourceError
+
+SAVE_NAME = "__nnsight_save__"
+
+
+@dataclass(frozen=True)
+class Body:
+    """The compiled body of one `with` statement.
+
+    Attributes:
+        code: the body compiled as module-level code, run with `exec`.
+        source: the body's own source text (dedented), what travels to a server.
+        filename: the file the body stands in.
+        lineno: the line of the `with` statement.
+        has_invokes: whether the body opens `with <tracer>.invoke(...)` blocks.
+        first_line: line of the first statement that does something (None: only `pass`).
+        reads: names the body reads before assigning them (free names).
+    """
+
+    code: CodeType
+    source: str
+    filename: str
+    lineno: int
+    has_invokes: bool
+    first_line: int | None
+    reads: tuple[str, ...]
+
+
+_cache: dict[tuple[CodeType, int], Body] = {}
+
+
+def body_of_with(frame: FrameType) -> Body:
+    """The compiled body of the `with` statement that `frame` is entering.
+
+    Raises:
+        TraceSourceError: the source cannot be found, or the body cannot be compiled.
+    """
+    key = (frame.f_code, frame.f_lineno)
+    body = _cache.get(key)
+    if body is None:
+        body = _compile_body(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+        if len(_cache) > 4096:
+            _cache.clear()
+        _cache[key] = body
+    return body
+
+
+def source_lines(filename: str, module_globals: dict | None = None) -> list[str]:
+    """The lines of `filename`, also for `python -c` (read from the command line)."""
+    lines = linecache.getlines(filename, module_globals)
+    if not lines and filename == "<string>":
+        command = _command_line_source()
+        if command is not None:
+            lines = command.splitlines(keepends=True)
+            # Registered so that tracebacks of `python -c` show the user's lines too; the
+            # default excepthook reads files from disk, the traceback module reads linecache.
+            linecache.cache[filename] = (len(command), None, lines, filename)
+            if sys.excepthook is sys.__excepthook__:
+                sys.excepthook = traceback.print_exception
+    return lines
+
+
+def _command_line_source() -> str | None:
+    """The code of `python -c CODE`, which Python keeps nowhere but the command line."""
+    if not sys.argv or sys.argv[0] != "-c":
+        return None
+    try:
+        with open("/proc/self/cmdline", "rb") as file:
+            parts = file.read().split(b"\0")
+    except OSError:
+        return None
+    for index, part in enumerate(parts[1:-1], start=1):
+        if part == b"-c":
+            return parts[index + 1].decode()
+    return None
+
+
+def _compile_body(filename: str, lineno: int, module_globals: dict) -> Body:
+    lines = source_lines(filename, module_globals)
+    if not lines:
+        raise TraceSourceError(
+            f"cannot read the source of the `with` block at {filename}:{lineno}. A trace body "
+            "must live in a file, a notebook cell or `python -c`; code typed at the plain "
+            "Python prompt or passed to exec() as a string has no source to read. Put the code "
+            "in a file or a cell."
+        )
+    text = "".join(lines)
+    try:
+        tree = ast.parse(text, filename)
+    except SyntaxError as error:
+        raise TraceSourceError(f"cannot parse {filename}: {error}") from None
+    node = _find_with(tree, lineno)
+    if node is None:
+        raise TraceSourceError(
+            f"no `with` statement found at {filename}:{lineno}; the source on disk may have "
+            "changed since the code was loaded. Re-run the cell or restart the script."
+        )
+    first = node.body[0]
+    if first.lineno == lineno:
+        raise TraceSourceError(
+            f"{filename}:{lineno}: the body of a traced `with` block must start on its own line "
+            "(write `with model.trace(x):` then the body indented on the next lines)."
+        )
+    return compile_statements(node.body, filename, lineno, lines)
+
+
+def compile_statements(
+    statements: list[ast.stmt], filename: str, lineno: int, lines: list[str]
+) -> Body:
+    """Compile the statements of a body, keeping their file name and line numbers.
+
+    Raises:
+        TraceSourceError: a statement cannot run as a trace body (e.g. `return`).
+    """
+    first, last = statements[0], statements[-1]
+    segment = lines[first.lineno - 1 : (last.end_lineno or last.lineno)]
+    module = ast.Module(body=[_SaveCalls().visit(s) for s in statements], type_ignores=[])
+    ast.fix_missing_locations(module)
+    try:
+        code = compile(module, filename, "exec", dont_inherit=True)
+    except SyntaxError as error:
+        raise TraceSourceError(
+            f"{filename}:{error.lineno}: {error.msg} in a trace body. The body runs as its own "
+            "block, so `return`, `yield`, `break` or `continue` cannot leave it: save the value, "
+            "and return or break after the `with` block."
+        ) from None
+    return Body(
+        code=code,
+        source=_dedent(segment),
+        filename=filename,
+        lineno=lineno,
+        has_invokes=any(_is_invoke(n) for s in statements for n in ast.walk(s)),
+        first_line=next((s.lineno for s in statements if not _is_trivial(s)), None),
+        reads=_free_names(statements),
+    )
+
+
+def _find_with(tree: ast.Module, lineno: int) -> ast.With | None:
+    """The innermost `with` whose header spans `lineno`."""
+    found = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With) and node.lineno <= lineno < node.body[0].lineno:
+            if found is None or node.lineno >= found.lineno:
+                found = node
+        elif isinstance(node, ast.With) and node.lineno == lineno == node.body[0].lineno:
+            found = found or node
+    return found
+
+
+def _is_trivial(statement: ast.stmt) -> bool:
+    """`pass`, `...` or a docstring: compiles to nothing that runs."""
+    return isinstance(statement, ast.Pass) or (
+        isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+    )
+
+
+def _is_invoke(node: ast.AST) -> bool:
+    return isinstance(node, ast.With) and any(
+        isinstance(item.context_expr, ast.Call)
+        and isinstance(item.context_expr.func, ast.Attribute)
+        and item.context_expr.func.attr == "invoke"
+        for item in node.items
+    )
+
+
+def _free_names(statements: list[ast.stmt]) -> tuple[str, ...]:
+    """Names read by the statements that they do not assign first (in source order)."""
+    assigned: set[str] = set()
+    reads: dict[str, None] = {}
+    for statement in statements:
+        for node in ast.walk(statement):
+            if isinstance(node, ast.Name):
+                if isinstance(node.ctx, ast.Load) and node.id not in assigned:
+                    reads.setdefault(node.id)
+                elif isinstance(node.ctx, ast.Store):
+                    assigned.add(node.id)
+    return tuple(reads)
+
+
+def _dedent(segment: list[str]) -> str:
+    indents = [len(s) - len(s.lstrip()) for s in segment if s.strip()]
+    cut = min(indents, default=0)
+    return "".join(s[cut:] if s.strip() else "\n" for s in segment)
+
+
+class _SaveCalls(ast.NodeTransformer):
+    """`x.save()` -> `__nnsight_save__(x)`: any value can be saved."""
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == "save" and not node.args:
+            if not node.keywords:
+                call = ast.Call(ast.Name(SAVE_NAME, ast.Load()), [func.value], [])
+                return ast.copy_location(call, node)
+        return node
