@@ -47,9 +47,7 @@ def toy_net():
 
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        OrderedDict(
-            [("layer1", torch.nn.Linear(5, 10)), ("layer2", torch.nn.Linear(10, 2))]
-        )
+        OrderedDict([("layer1", torch.nn.Linear(5, 10)), ("layer2", torch.nn.Linear(10, 2))])
     )
 
 

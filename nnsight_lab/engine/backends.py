@@ -4,15 +4,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TracingError
-from ..tracing import Namespace
+from ..tracing import Body, Namespace
 from .interleaver import Interleaver
 from .mediator import Mediator
 
 if TYPE_CHECKING:
     from .tracer import Tracer
+
+
+@dataclass
+class Invoke:
+    """One invoke as a backend sees it: a body, the namespace it runs in, and its input."""
+
+    body: Body
+    namespace: dict
+    args: tuple
+    kwargs: dict
 
 
 class LocalBackend:
@@ -31,25 +42,26 @@ class LocalBackend:
                     "`with tracer.invoke(input):`."
                 )
             exec(body.code, namespace)  # collects the invokes
-            invokes = [(i.body.code, i.namespace, i.args, i.kwargs) for i in tracer.invokes]
+            invokes = tracer.invokes
         else:
-            invokes = [(body.code, namespace, tracer.inputs, {})]
+            invokes = [Invoke(body, namespace, tracer.inputs, {})]
         run_invokes(tracer, invokes)
         return tracer.saved_from(namespace)
 
 
-def run_invokes(tracer: Tracer, invokes: list[tuple]) -> None:
+def run_invokes(tracer: Tracer, invokes: list[Invoke]) -> None:
     """Batch the invokes' inputs, run the model once with every body interleaved."""
     model = tracer.model
     prepared, mediators, size = [], [], 0
-    for code, namespace, args, kwargs in invokes:
+    for invoke in invokes:
         rows = None
-        if args or kwargs:
-            batch, count = model._prepare_input(*args, **kwargs)
+        if invoke.args or invoke.kwargs:
+            batch, count = model._prepare_input(*invoke.args, **invoke.kwargs)
             prepared.append(batch)
             rows = (size, size + count)
             size += count
-        mediators.append(Mediator(code, namespace, rows))
+        if invoke.body.first_line is not None:  # a body of only `pass` has nothing to run
+            mediators.append(Mediator(invoke.body.code, invoke.namespace, rows))
     if not prepared:
         raise TracingError(
             "this trace has no input: pass one to `model.trace(input)` or to a "
@@ -57,7 +69,11 @@ def run_invokes(tracer: Tracer, invokes: list[tuple]) -> None:
         )
     args, kwargs = model._batch(prepared)
     kwargs = {**kwargs, **tracer.kwargs}
+    for mediator in mediators:
+        if mediator.rows == (0, size):
+            mediator.rows = None  # the whole batch: nothing to cut
     interleaver = Interleaver(mediators, size)
-    tracer.result = interleaver.run(
-        model._routes, lambda: model._run(*args, **kwargs)
-    )
+    tracer.result = interleaver.run(model._router, lambda: model._run(*args, **kwargs))
+
+
+LOCAL = LocalBackend()

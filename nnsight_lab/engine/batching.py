@@ -47,7 +47,9 @@ def merge(full: Any, start: int, stop: int, size: int, new: Any) -> Any:
             )
         return torch.cat([full[:start], new.to(full.dtype), full[stop:]])
     if isinstance(full, (tuple, list)) and isinstance(new, (tuple, list)) and len(full) == len(new):
-        return _rebuild(full, [merge(f, start, stop, size, n) for f, n in zip(full, new)])
+        return _rebuild(
+            full, [merge(f, start, stop, size, n) for f, n in zip(full, new, strict=True)]
+        )
     if isinstance(full, dict) and isinstance(new, dict) and full.keys() == new.keys():
         return _rebuild_mapping(full, {k: merge(full[k], start, stop, size, new[k]) for k in full})
     return new

@@ -88,21 +88,21 @@ class Envoy:
     @property
     def output(self) -> Any:
         """The module's output (of this call), as the model returned it."""
-        return current_mediator(f"{self._path}.output").get(self._path, "output")
+        return current_mediator(self._path, "output").get(self._path, "output")
 
     @output.setter
     def output(self, value: Any) -> None:
-        current_mediator(f"{self._path}.output").set(self._path, "output", value)
+        current_mediator(self._path, "output").set(self._path, "output", value)
 
     @property
     def inputs(self) -> tuple[tuple, dict]:
         """All inputs of the module: `(args, kwargs)`."""
-        return current_mediator(f"{self._path}.inputs").get(self._path, "input")
+        return current_mediator(self._path, "inputs").get(self._path, "input")
 
     @inputs.setter
     def inputs(self, value: tuple[tuple, dict]) -> None:
         args, kwargs = value
-        current_mediator(f"{self._path}.inputs").set(self._path, "input", (tuple(args), kwargs))
+        current_mediator(self._path, "inputs").set(self._path, "input", (tuple(args), kwargs))
 
     @property
     def input(self) -> Any:

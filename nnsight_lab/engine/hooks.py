@@ -1,15 +1,18 @@
-"""Routing module calls through the interleaver, for one trace only.
+"""`Router`: routing a model's module calls through the running interleaver.
 
-Each module's `forward` is shadowed by an instance attribute that passes the
-call to `Interleaver.call_module`; undoing restores exactly what was there
-before (an instance `forward` set by accelerate, or none). Installed only while
-a body waits on the model, removed in `finally`.
+Each module's `forward` is shadowed, only while a trace runs, by an instance
+attribute that counts the module's calls (started, finished: what out-of-order
+detection reads) and passes its input and output to `Interleaver.handle` when
+a body waits on that module. The wrappers are made once per model and reused,
+so installing is one dict write per module; removing restores exactly what was
+there before (an instance `forward` set by accelerate, or none), in `finally`.
+The wrapper runs on every module call: keep it lean.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -19,45 +22,71 @@ if TYPE_CHECKING:
 _MISSING = object()
 
 
-def hook_modules(
-    interleaver: Interleaver, modules: Iterable[tuple[str, nn.Module]]
-) -> Callable[[], None]:
-    """Route every call of `modules` (path, module) through `interleaver`; returns the undo."""
-    saved = []
-    try:
-        for path, module in modules:
-            state = module.__dict__
-            saved.append((state, state.get("forward", _MISSING)))
-            state["forward"] = _routed(interleaver, path, module.forward)
-    except BaseException:
-        _restore(saved)
-        raise
-    return lambda: _restore(saved)
+class Router:
+    """The routing wrappers of one model's modules.
+
+    Args:
+        modules: (path, module) for every module of the model, parents first.
+    """
+
+    def __init__(self, modules: list[tuple[str, nn.Module]]) -> None:
+        self.modules = modules
+        self.interleaver: Interleaver | None = None
+        self._wrappers: dict[str, tuple[Any, Callable]] = {}  # path -> (original, wrapper)
+
+    def install(self, interleaver: Interleaver) -> Callable[[], None]:
+        """Route every module call to `interleaver` until the returned undo is called."""
+        previous_interleaver, self.interleaver = self.interleaver, interleaver
+        saved = []
+        try:
+            for path, module in self.modules:
+                state = module.__dict__
+                original = state.get("forward", _MISSING)
+                saved.append((state, original))
+                state["forward"] = self._wrapper(path, module, original)
+        except BaseException:
+            self._restore(saved, previous_interleaver)
+            raise
+        return lambda: self._restore(saved, previous_interleaver)
+
+    def original_forward(self, module: nn.Module) -> Callable:
+        """The module's forward as it is outside a trace (skipping the routing)."""
+        return getattr(module.forward, "__routed__", module.forward)
+
+    def _restore(self, saved: list, interleaver: Interleaver | None) -> None:
+        for state, previous in reversed(saved):
+            if previous is _MISSING:
+                state.pop("forward", None)
+            else:
+                state["forward"] = previous
+        self.interleaver = interleaver
+
+    def _wrapper(self, path: str, module: nn.Module, original: Any) -> Callable:
+        cached = self._wrappers.get(path)
+        if cached is not None and cached[0] is original:
+            return cached[1]
+        if getattr(original, "__routed__", None) is not None:
+            return original  # a trace of this model inside a trace of it: already routed
+        wrapper = _routed(self, path, module.forward)
+        self._wrappers[path] = (original, wrapper)
+        return wrapper
 
 
-def _routed(interleaver: Interleaver, path: str, forward: Callable) -> Callable:
-    call_module = interleaver.call_module
+def _routed(router: Router, path: str, forward: Callable) -> Callable:
+    inputs, outputs = f"{path}.input.", f"{path}.output."
 
     def routed_forward(*args, **kwargs):
-        return call_module(path, forward, args, kwargs)
+        interleaver = router.interleaver
+        started = interleaver.started  # type: ignore[union-attr]
+        index = started.get(path, 0)
+        started[path] = index + 1
+        if path in interleaver.wanted_inputs:  # type: ignore[union-attr]
+            args, kwargs = interleaver.handle(f"{inputs}{index}", (args, kwargs))  # type: ignore[union-attr]
+        output = forward(*args, **kwargs)
+        if path in interleaver.wanted_outputs:  # type: ignore[union-attr]
+            output = interleaver.handle(f"{outputs}{index}", output)  # type: ignore[union-attr]
+        interleaver.finished[path] = index + 1  # type: ignore[union-attr]
+        return output
 
-    routed_forward.__wrapped__ = forward  # type: ignore[attr-defined]
+    routed_forward.__routed__ = forward  # type: ignore[attr-defined]
     return routed_forward
-
-
-def _restore(saved: list) -> None:
-    for state, previous in reversed(saved):
-        if previous is _MISSING:
-            state.pop("forward", None)
-        else:
-            state["forward"] = previous
-
-
-def original_forward(module: nn.Module) -> Callable:
-    """The module's forward as it is outside a trace (skipping our routing)."""
-    forward = module.forward
-    return getattr(forward, "__wrapped__", forward) if _is_routed(forward) else forward
-
-
-def _is_routed(forward: Callable) -> bool:
-    return getattr(forward, "__name__", "") == "routed_forward"

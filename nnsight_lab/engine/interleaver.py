@@ -7,20 +7,20 @@ value, then parks again at its next location (or ends). A location is
 `"<module path>.<input|output>.<call index>"`, one grammar for every point.
 
 Out-of-order reads are found from two counters per module (calls started, calls
-finished): a location whose call has already started (input) or finished
-(output) will never come again.
+finished, kept by the routing wrappers): a location whose call has already
+started (input) or finished (output) will never come again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from torch import nn
-
 from ..errors import NotReachedError
-from .hooks import hook_modules
+from .hooks import Router
 from .mediator import Mediator, State, _access
+
+_RUNNABLE = (State.DONE, State.AT_NAME)
 
 
 class Abort(BaseException):
@@ -41,13 +41,14 @@ class Interleaver:
         self.batch_size = batch_size
         self.location: str | None = None
         self.value: Any = None
-        self.started: dict[str, int] = {}
-        self.finished: dict[str, int] = {}
-        self.expected: dict[str, int] = {}
+        self.started: dict[str, int] = {}  # path -> calls started
+        self.finished: dict[str, int] = {}  # path -> calls finished
+        self.wanted_inputs: dict[str, int] = {}  # path -> bodies waiting on its input
+        self.wanted_outputs: dict[str, int] = {}  # path -> bodies waiting on its output
         self.error: BaseException | None = None
 
-    def run(self, modules: Iterable[tuple[str, nn.Module]], call: Callable[[], Any]) -> Any:
-        """Start the bodies, run `call()` (the model) with hooks if a body waits, finish.
+    def run(self, router: Router, call: Callable[[], Any]) -> Any:
+        """Start the bodies, run `call()` (the model) routed through us if a body waits.
 
         Returns:
             What `call()` returned.
@@ -58,15 +59,16 @@ class Interleaver:
         try:
             for mediator in self.mediators:
                 mediator.start(self)
-                self._check(mediator)
+                if mediator.error is not None:
+                    self._abort(mediator)
             self.step()
-            if not self.alive():
+            if all(m.state is State.DONE for m in self.mediators):
                 return call()
-            unhook = hook_modules(self, modules)
+            unroute = router.install(self)
             try:
                 output = call()
             finally:
-                unhook()
+                unroute()
             self.finish()
             return output
         except Abort:
@@ -76,22 +78,7 @@ class Interleaver:
             for mediator in self.mediators:
                 mediator.close()
 
-    def alive(self) -> bool:
-        return any(m.state is not State.DONE for m in self.mediators)
-
-    # -- called from the module hooks ----------------------------------------
-
-    def call_module(self, path: str, forward: Callable, args: tuple, kwargs: dict) -> Any:
-        """One call of the module at `path`: its input and output pass through `handle`."""
-        index = self.started.get(path, 0)
-        self.started[path] = index + 1
-        if path in self.expected:
-            args, kwargs = self.handle(f"{path}.input.{index}", (args, kwargs))
-        output = forward(*args, **kwargs)
-        if path in self.expected:
-            output = self.handle(f"{path}.output.{index}", output)
-        self.finished[path] = index + 1
-        return output
+    # -- called from the routing wrappers (see hooks.py) -------------------------
 
     def handle(self, location: str, value: Any) -> Any:
         """Offer `value` at `location` to the waiting bodies; returns the value they leave."""
@@ -104,21 +91,23 @@ class Interleaver:
 
     def step(self) -> None:
         """Resume, in invoke order, every body that can go on at the current location."""
+        location = self.location
         progressed = True
         while progressed:
             progressed = False
             for mediator in self.mediators:
                 state = mediator.state
-                if state is State.RELEASED or (
-                    state is State.WAITING and mediator.location == self.location
+                if (state is State.WAITING and mediator.location == location) or (
+                    state is State.RELEASED
                 ):
                     mediator.resume()
-                    self._check(mediator)
+                    if mediator.error is not None:
+                        self._abort(mediator)
                     progressed = True
-            for mediator in self.mediators:
-                if mediator.state is State.AT_NAME and not self._could_assign(mediator):
-                    mediator.resume()  # nobody can assign its name now: NameError
-                    self._check(mediator)
+                elif state is State.AT_NAME and not self._could_assign(mediator):
+                    mediator.resume()  # no body can assign its name any more: NameError
+                    if mediator.error is not None:
+                        self._abort(mediator)
                     progressed = True
 
     # -- called from the mediators -------------------------------------------
@@ -128,15 +117,17 @@ class Interleaver:
         counts = self.started if kind == "input" else self.finished
         return counts.get(path, 0) > index
 
-    def expect(self, path: str) -> None:
-        self.expected[path] = self.expected.get(path, 0) + 1
+    def expect(self, path: str, kind: str) -> None:
+        wanted = self.wanted_inputs if kind == "input" else self.wanted_outputs
+        wanted[path] = wanted.get(path, 0) + 1
 
-    def unexpect(self, path: str) -> None:
-        left = self.expected[path] - 1
+    def unexpect(self, path: str, kind: str) -> None:
+        wanted = self.wanted_inputs if kind == "input" else self.wanted_outputs
+        left = wanted[path] - 1
         if left:
-            self.expected[path] = left
+            wanted[path] = left
         else:
-            del self.expected[path]
+            del wanted[path]
 
     def wait_for_name(self, mediator: Mediator, name: str) -> None:
         """Park `mediator` until another body assigns `name`.
@@ -151,7 +142,7 @@ class Interleaver:
             mediator.park(State.AT_NAME)
         finally:
             mediator.name = None
-        if mediator.state is State.AT_NAME:  # released by `finish`: nobody assigned it
+        if mediator.state is State.AT_NAME:  # resumed without a release: nobody assigned it
             raise KeyError(name)
 
     def name_assigned(self, name: str) -> None:
@@ -160,9 +151,7 @@ class Interleaver:
                 mediator.state = State.RELEASED
 
     def _could_assign(self, waiting: Mediator) -> bool:
-        return any(
-            m is not waiting and m.state not in (State.DONE, State.AT_NAME) for m in self.mediators
-        )
+        return any(m is not waiting and m.state not in _RUNNABLE for m in self.mediators)
 
     # -- end of the forward pass ---------------------------------------------
 
@@ -187,10 +176,10 @@ class Interleaver:
                         "count. Give `tracer.barrier(n)` the number of invokes that call it."
                     )
                 )
-            self._check(mediator)
+            if mediator.error is not None:
+                self._abort(mediator)
 
-    def _check(self, mediator: Mediator) -> None:
-        if mediator.error is not None:
-            error, mediator.error = mediator.error, None
-            self.error = error
-            raise Abort from error
+    def _abort(self, mediator: Mediator) -> None:
+        error, mediator.error = mediator.error, None
+        self.error = error
+        raise Abort from error

@@ -45,7 +45,8 @@ class Mediator:
     Args:
         code: the compiled body.
         namespace: the dict the body runs in.
-        rows: `(start, stop)` of this invoke's rows, or None for the whole batch.
+        rows: `(start, stop)` of this invoke's rows, or None for the whole batch (also
+            when its rows are the whole batch: then nothing needs cutting).
     """
 
     def __init__(self, code: CodeType, namespace: dict, rows: tuple[int, int] | None) -> None:
@@ -102,33 +103,30 @@ class Mediator:
         """The value at `path.kind` of this mediator's current call, cut to its rows."""
         location = f"{path}.{kind}.{self.iteration}"
         interleaver = self.interleaver
-        assert interleaver is not None
-        if interleaver.location != location:
+        if interleaver.location != location:  # type: ignore[union-attr]
             self._wait(location, path, kind)
-        return self.view(interleaver.value)
+        value = interleaver.value  # type: ignore[union-attr]
+        return value if self.rows is None else self.view(value)
 
     def set(self, path: str, kind: str, value: Any) -> None:
         """Replace this mediator's rows of the value at `path.kind`."""
         location = f"{path}.{kind}.{self.iteration}"
         interleaver = self.interleaver
-        assert interleaver is not None
-        if interleaver.location != location:
+        if interleaver.location != location:  # type: ignore[union-attr]
             self._wait(location, path, kind)
-        interleaver.value = self.merge(interleaver.value, value)
+        interleaver.value = value if self.rows is None else self.merge(interleaver.value, value)  # type: ignore[union-attr]
 
     def view(self, value: Any) -> Any:
         """`value` cut to this mediator's rows."""
-        rows, size = self.rows, self.interleaver.batch_size  # type: ignore[union-attr]
-        if rows is None or (rows[0] == 0 and rows[1] == size):
+        if self.rows is None:
             return value
-        return narrow(value, rows[0], rows[1], size)
+        return narrow(value, *self.rows, self.interleaver.batch_size)  # type: ignore[union-attr]
 
     def merge(self, full: Any, new: Any) -> Any:
         """`full` with this mediator's rows replaced by `new`."""
-        rows, size = self.rows, self.interleaver.batch_size  # type: ignore[union-attr]
-        if rows is None or (rows[0] == 0 and rows[1] == size):
+        if self.rows is None:
             return new
-        return merge(full, rows[0], rows[1], size, new)
+        return merge(full, *self.rows, self.interleaver.batch_size, new)  # type: ignore[union-attr]
 
     def park(self, state: State) -> None:
         """Hand control back to the model side until the interleaver resumes us."""
@@ -147,24 +145,26 @@ class Mediator:
                 "the line that reads a later module."
             )
         self.location = location
-        interleaver.expect(path)
+        interleaver.expect(path, kind)
         try:
             self.park(State.WAITING)
         finally:
-            interleaver.unexpect(path)
+            interleaver.unexpect(path, kind)
             self.location = None
 
 
-def current_mediator(what: str) -> Mediator:
+def current_mediator(what: str, kind: str = "") -> Mediator:
     """The mediator whose body is running now.
 
     Raises:
-        TracingError: no body of a running trace is executing (`what` names the access).
+        TracingError: no body of a running trace is executing (`what` and `kind` name
+            the access, as a module path and `output`/`input`/..., or a call).
     """
     mediator = getattr(getcurrent(), "mediator", None)
     if mediator is None:
+        access = _access(what, kind) if kind else what
         raise TracingError(
-            f"`{what}` can only be used inside a trace body: inside `with model.trace(input):`, "
+            f"`{access}` can only be used inside a trace body: inside `with model.trace(input):`, "
             "or inside `with tracer.invoke(input):` when the trace has invokes."
         )
     return mediator

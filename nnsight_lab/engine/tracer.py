@@ -13,30 +13,19 @@ and an input each), then every invoke runs as one batched forward pass.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TracingError
 from ..tracing import Body, CapturingContext, Layer, Namespace, SavingContext
 from ..tracing.frames import write_names
-from .backends import LocalBackend
+from .backends import LOCAL, Invoke
 from .mediator import State, current_mediator
 
 if TYPE_CHECKING:
     from ..models.nnsight import NNsight
 
 Backend = Callable[["Tracer"], dict[str, Any]]
-
-
-@dataclass
-class Invoke:
-    """One invoke as the backend sees it: a body, where it runs, and its input."""
-
-    body: Body
-    namespace: dict
-    args: tuple
-    kwargs: dict
 
 
 class Tracer(SavingContext):
@@ -80,7 +69,7 @@ class Tracer(SavingContext):
         self.frame = frame
         self.activate()
         try:
-            saved = (self.backend or LocalBackend())(self)
+            saved = (self.backend or LOCAL)(self)
         finally:
             self.deactivate()
             self.frame = None

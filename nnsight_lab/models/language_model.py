@@ -100,7 +100,9 @@ class LanguageModel(NNsight):
 
     def _rows(self, value: Any, kwargs: dict) -> tuple[list[list[int]], list[list[int]]]:
         """(input_ids, attention_mask) as unpadded lists of rows."""
-        if isinstance(value, str) or (isinstance(value, list) and value and isinstance(value[0], str)):
+        if isinstance(value, str) or (
+            isinstance(value, list) and value and isinstance(value[0], str)
+        ):
             encoded = self.tokenizer(value, **kwargs)
             return _as_rows(encoded["input_ids"]), _as_rows(encoded["attention_mask"])
         if isinstance(value, Mapping):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..engine.envoy import Envoy
+from ..engine.hooks import Router
 from ..engine.tracer import Backend, Tracer
 from ..errors import TracingError
 
@@ -29,7 +30,7 @@ class NNsight(Envoy):
         if not isinstance(module, nn.Module):
             raise TypeError(f"NNsight wraps a torch.nn.Module, got {type(module).__name__}")
         super().__init__(module, "model")
-        object.__setattr__(self, "_routes", list(self.named_modules()))
+        object.__setattr__(self, "_router", Router(list(self.named_modules())))
 
     @property
     def _model(self) -> nn.Module:
@@ -38,7 +39,7 @@ class NNsight(Envoy):
 
     def _rebind(self, module: nn.Module) -> None:
         super()._rebind(module)
-        object.__setattr__(self, "_routes", list(self.named_modules()))
+        object.__setattr__(self, "_router", Router(list(self.named_modules())))
 
     def trace(
         self, *inputs: Any, remote: bool = False, backend: Backend | None = None, **kwargs: Any
@@ -81,7 +82,7 @@ class NNsight(Envoy):
         argses = [args for args, _ in prepared]
         if len({len(a) for a in argses}) != 1:
             raise TracingError("every invoke must pass the same number of positional inputs")
-        args = tuple(_concat(column) for column in zip(*argses))
+        args = tuple(_concat(column) for column in zip(*argses, strict=True))
         keys = prepared[0][1].keys()
         kwargs = {k: _concat([kw[k] for _, kw in prepared]) for k in keys}
         return args, kwargs

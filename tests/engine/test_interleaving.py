@@ -109,7 +109,9 @@ def test_saving_inside_a_function_scope(toy_net):
     x = torch.rand(1, 5)
     saved = run(x)
     hidden = toy_net.layer1(x)
-    assert torch.allclose(saved[0], hidden * 2) and torch.allclose(saved[1], toy_net.layer2(hidden) * 2)
+    assert torch.allclose(saved[0], hidden * 2) and torch.allclose(
+        saved[1], toy_net.layer2(hidden) * 2
+    )
 
 
 def test_out_of_order_read_raises(toy_net):

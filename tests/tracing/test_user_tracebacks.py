@@ -126,7 +126,7 @@ def test_pass_only_body_runs_the_model():
 def test_body_on_the_with_line_is_a_clear_error():
     model = NNsight(torch.nn.Sequential(torch.nn.Linear(5, 10)))
     with pytest.raises(TraceSourceError, match="own line"):
-        with model.trace(torch.rand(1, 5)): model.output.save()  # noqa: E701
+        with model.trace(torch.rand(1, 5)): model.output.save()  # noqa: E701  # fmt: skip
 
 
 def test_return_inside_body_is_a_clear_error():
