@@ -73,7 +73,8 @@ class Interleaver:
             return output
         except Abort:
             error, self.error = self.error, None
-            raise error from error.__cause__  # type: ignore[misc]
+            assert error is not None
+            raise error from error.__cause__
         finally:
             for mediator in self.mediators:
                 mediator.close()

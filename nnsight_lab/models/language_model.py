@@ -5,11 +5,13 @@ model on the meta device (no weights read); the first trace, or `dispatch=True`,
 loads the real weights with `AutoModelForCausalLM.from_pretrained` and points
 the envoys at them. Inputs (text, token ids, tensors, a tokenizer's output) are
 tokenized per invoke and padded on the left into one batch, so that the last
-position of every row is a real token.
+position of every row is a real token; padded rows get position ids counted
+over their real tokens, so each row gives the result it would give alone.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -124,10 +126,18 @@ class LanguageModel(NNsight):
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids])
         mask = torch.tensor([[0] * (width - len(m)) + m for m in masks])
+        batch = {"input_ids": input_ids, "attention_mask": mask}
+        if len(ids) > 1 and not bool(mask.all()) and self._takes_position_ids():
+            # Left padding shifts every padded row; positions counted over real tokens
+            # give each row the result it would have alone (as generate() does).
+            batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         device = getattr(self._module, "device", None)
         if device is not None and device.type != "meta":
-            input_ids, mask = input_ids.to(device), mask.to(device)
-        return (), {"input_ids": input_ids, "attention_mask": mask}
+            batch = {k: v.to(device) for k, v in batch.items()}
+        return (), batch
+
+    def _takes_position_ids(self) -> bool:
+        return "position_ids" in inspect.signature(self._module.forward).parameters
 
 
 def _empty_model(source: str, kwargs: dict, shared: dict) -> nn.Module:

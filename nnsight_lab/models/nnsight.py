@@ -92,7 +92,7 @@ class NNsight(Envoy):
         return self._module(*args, **kwargs)
 
 
-def _concat(values: list) -> Any:
+def _concat(values: list | tuple) -> Any:
     if all(isinstance(v, torch.Tensor) for v in values):
         return torch.cat(values)
     first = values[0]

@@ -21,7 +21,7 @@ from .frames import BodySkipper, SkipBody
 from .source import Body, body_of_with
 from .tracebacks import user_frames
 
-_active: list[CapturingContext] = []
+_active: list[SavingContext] = []
 
 
 class CapturingContext:
@@ -69,9 +69,8 @@ class SavingContext(CapturingContext):
         self.saved_ids: set[int] = set()
 
     def save(self, value: Any) -> Any:
-        """Mark `value` to be kept after the trace; returns it."""
-        self.saved_ids.add(id(value))
-        return value
+        """Mark `value` to be kept after the trace (and after enclosing traces); returns it."""
+        return save(value)
 
     def activate(self) -> None:
         _active.append(self)
@@ -104,4 +103,6 @@ def save(value: Any) -> Any:
             "nnsight_lab.save() was called outside a trace; call it inside "
             "`with model.trace(...):` on a value you want to keep after the block."
         )
-    return _active[-1].save(value)
+    for context in _active:  # saved in a nested trace: it leaves the outer ones too
+        context.saved_ids.add(id(value))
+    return value
