@@ -41,9 +41,9 @@ def tour() -> None:
     with model.trace(x):
         model.layer1.output[:, 0] = 0
         edited = model.output.save()
-    patched = net.layer1(x)
+    patched = net[0](x)
     patched[:, 0] = 0
-    print("with layer1[:, 0] zeroed:", edited, torch.allclose(edited, net.layer2(patched)))
+    print("with layer1[:, 0] zeroed:", edited, torch.allclose(edited, net[1](patched)))
 
 
 if __name__ == "__main__":
