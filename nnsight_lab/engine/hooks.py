@@ -38,12 +38,17 @@ class Router:
         """Route every module call to `interleaver` until the returned undo is called."""
         previous_interleaver, self.interleaver = self.interleaver, interleaver
         saved = []
+        wrappers = self._wrappers
         try:
             for path, module in self.modules:
                 state = module.__dict__
                 original = state.get("forward", _MISSING)
                 saved.append((state, original))
-                state["forward"] = self._wrapper(path, module, original)
+                cached = wrappers.get(path)
+                if cached is not None and cached[0] is original:
+                    state["forward"] = cached[1]
+                else:
+                    state["forward"] = self._wrapper(path, module, original)
         except BaseException:
             self._restore(saved, previous_interleaver)
             raise
@@ -62,9 +67,6 @@ class Router:
         self.interleaver = interleaver
 
     def _wrapper(self, path: str, module: nn.Module, original: Any) -> Callable:
-        cached = self._wrappers.get(path)
-        if cached is not None and cached[0] is original:
-            return cached[1]
         if getattr(original, "__routed__", None) is not None:
             return original  # a trace of this model inside a trace of it: already routed
         wrapper = _routed(self, path, module.forward)

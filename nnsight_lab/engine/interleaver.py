@@ -57,12 +57,16 @@ class Interleaver:
             The first error a body raised (with the body's traceback), or the model's.
         """
         try:
+            waiting = False
             for mediator in self.mediators:
                 mediator.start(self)
                 if mediator.error is not None:
                     self._abort(mediator)
-            self.step()
-            if all(m.state is State.DONE for m in self.mediators):
+                waiting = waiting or mediator.state is not State.DONE
+            if waiting:
+                self.step()  # bodies released by a barrier or an assignment before the model ran
+                waiting = any(m.state is not State.DONE for m in self.mediators)
+            if not waiting:
                 return call()
             unroute = router.install(self)
             try:

@@ -79,7 +79,7 @@ class Tracer(SavingContext):
     def saved_from(self, namespace: Namespace) -> dict[str, Any]:
         """The variables of `namespace` that the body saved."""
         ids = self.saved_ids
-        return {k: v for k, v in namespace.assigned().items() if id(v) in ids}
+        return {k: v for k, v in namespace.items() if id(v) in ids and not k.startswith("__")}
 
 
 class Invoker(CapturingContext):

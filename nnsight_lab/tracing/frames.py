@@ -55,6 +55,10 @@ class BodySkipper:
 
 
 _CO_OPTIMIZED = 0x0001
+if sys.version_info < (3, 13):  # from 3.13 on, f_locals writes through (PEP 667)
+    _locals_to_fast = ctypes.pythonapi.PyFrame_LocalsToFast
+    _locals_to_fast.argtypes = [ctypes.py_object, ctypes.c_int]
+    _locals_to_fast.restype = None
 
 
 def write_names(frame: FrameType, values: dict[str, Any]) -> None:
@@ -69,4 +73,4 @@ def write_names(frame: FrameType, values: dict[str, Any]) -> None:
             frame.f_locals[name] = value  # a write-through proxy since PEP 667
         return
     frame.f_locals.update(values)
-    ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))
+    _locals_to_fast(frame, 0)

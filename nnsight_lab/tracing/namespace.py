@@ -38,10 +38,6 @@ class Namespace(dict):
             return self.caller_locals[name]
         return self.caller_globals[name]
 
-    def assigned(self) -> dict[str, Any]:
-        """The variables the body assigned (not the engine's own names)."""
-        return {k: v for k, v in self.items() if not k.startswith("__")}
-
 
 class Layer(dict):
     """An invoke's view of its trace's namespace (see the module docstring).
