@@ -4,11 +4,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TracingError
 from ..tracing import Body, Namespace
+from ..tracing import rewrite as names
+from .backward import Backward, grad_of, set_grad
+from .cache import Cache
 from .interleaver import Interleaver
 from .mediator import Mediator
 
@@ -20,7 +24,7 @@ if TYPE_CHECKING:
 class Invoke:
     """One invoke as a backend sees it: a body, the namespace it runs in, and its input."""
 
-    body: Body
+    body: Body | None  # None: rows of the batch with no body of their own
     namespace: dict
     args: tuple
     kwargs: dict
@@ -32,27 +36,42 @@ class LocalBackend:
     def __call__(self, tracer: Tracer) -> dict[str, Any]:
         body, frame = tracer.body, tracer.frame
         assert body is not None and frame is not None
-        namespace = Namespace(frame.f_locals, frame.f_globals, tracer.save)
+        namespace = Namespace(frame.f_locals, frame.f_globals, helpers(tracer.save))
         tracer.namespace = namespace
         if body.has_invokes:
-            if tracer.inputs:
-                raise TracingError(
-                    "this trace has both an input and `tracer.invoke(...)` blocks: pass the "
-                    "input to one invoke instead, e.g. `with model.trace() as tracer:` then "
-                    "`with tracer.invoke(input):`."
-                )
             exec(body.code, namespace)  # collects the invokes
             invokes = tracer.invokes
+            if tracer.inputs:  # the trace's own input: rows that invokes with no input see
+                invokes = [Invoke(None, namespace, tracer.inputs, {}), *invokes]
         else:
             invokes = [Invoke(body, namespace, tracer.inputs, {})]
         run_invokes(tracer, invokes)
         return tracer.saved_from(namespace)
 
 
+def helpers(save: Callable[[Any], Any]) -> dict[str, Any]:
+    """The engine functions that compiled bodies call (see `tracing.rewrite`)."""
+    return {
+        names.SAVE: save,
+        names.GRAD: grad_of,
+        names.SET_GRAD: set_grad,
+        names.BACKWARD: Backward,
+    }
+
+
+def start_cache(interleaver: Interleaver, cache: Cache) -> None:
+    """Have `interleaver` offer `cache` the values of the modules it covers."""
+    interleaver.cache = cache
+    for path in cache.paths:
+        interleaver.expect(path, "output")
+        if cache.include_inputs:
+            interleaver.expect(path, "input")
+
+
 def run_invokes(tracer: Tracer, invokes: list[Invoke]) -> None:
     """Batch the invokes' inputs, run the model once with every body interleaved."""
     model = tracer.model
-    prepared, mediators, size = [], [], 0
+    prepared, mediators, size, endless = [], [], 0, False
     for invoke in invokes:
         rows = None
         if invoke.args or invoke.kwargs:
@@ -60,8 +79,15 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke]) -> None:
             prepared.append(batch)
             rows = (size, size + count)
             size += count
-        if invoke.body.first_line is not None:  # a body of only `pass` has nothing to run
-            mediators.append(Mediator(invoke.body.code, invoke.namespace, rows))
+        body = invoke.body
+        if body is not None and body.first_line is not None:  # `pass` has nothing to run
+            # An invoke with no input after one that iterates without end runs once the
+            # model is done (nothing would tell it that the iteration is over).
+            deferred = rows is None and endless
+            mediator = Mediator(body.code, invoke.namespace, rows, deferred=deferred)
+            mediator.generating = tracer.entry == "_generate"
+            mediators.append(mediator)
+            endless = endless or body.endless
     if not prepared:
         raise TracingError(
             "this trace has no input: pass one to `model.trace(input)` or to a "
@@ -72,8 +98,12 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke]) -> None:
     for mediator in mediators:
         if mediator.rows == (0, size):
             mediator.rows = None  # the whole batch: nothing to cut
-    interleaver = Interleaver(mediators, size)
-    tracer.result = interleaver.run(model._router, lambda: model._run(*args, **kwargs))
+    edits = [Mediator(e.body.code, e.fresh_namespace(), None) for e in model._edits]
+    interleaver = Interleaver(edits + mediators, size)
+    if tracer.pending_cache is not None:
+        start_cache(interleaver, tracer.pending_cache)
+    run = getattr(model, tracer.entry)
+    tracer.result = interleaver.run(model._router, lambda: run(*args, **kwargs))
 
 
 LOCAL = LocalBackend()

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch import nn
 
+from ..errors import TracingError
 from .mediator import current_mediator
 
 _VALUES = ("output", "input", "inputs")
@@ -120,6 +122,31 @@ class Envoy:
         else:
             first = next(iter(kwargs))
             self.inputs = (args, {**kwargs, first: value})
+
+    def skip(self, value: Any) -> None:
+        """Do not run this module in this call; use `value` as its output.
+
+        Args:
+            value: the output to use instead, e.g. an earlier module's `.output`.
+
+        Raises:
+            TracingError: `value` is not a tensor or a tuple/list/dict of them.
+        """
+        if isinstance(value, Envoy) or not isinstance(value, (torch.Tensor, tuple, list, dict)):
+            raise TracingError(
+                f"`{self._path}.skip(value)` takes the output to use instead of running the "
+                f"module (a tensor, or a tuple/dict of tensors), got {type(value).__name__}; "
+                "e.g. `model.layer2.skip(model.layer1.output)`."
+            )
+        current_mediator(self._path, "skip").skip(self._path, value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Apply the module to any value, without disturbing the running trace."""
+        mediator = current_mediator(self._path, optional=True)
+        router = mediator.interleaver.router if mediator is not None else None
+        if router is None or router.interleaver is None:
+            return self._module(*args, **kwargs)
+        return router.call_unrouted(self._module, args, kwargs)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _VALUES:

@@ -54,9 +54,17 @@ class Router:
             raise
         return lambda: self._restore(saved, previous_interleaver)
 
-    def original_forward(self, module: nn.Module) -> Callable:
-        """The module's forward as it is outside a trace (skipping the routing)."""
-        return getattr(module.forward, "__routed__", module.forward)
+    def call_unrouted(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        """Call `module` (and its submodules) as outside a trace: nothing counted or offered."""
+        routed = [m.__dict__ for m in module.modules() if "__routed__" in _attrs(m)]
+        wrappers = [state["forward"] for state in routed]
+        for state, wrapper in zip(routed, wrappers, strict=True):
+            state["forward"] = wrapper.__routed__
+        try:
+            return module(*args, **kwargs)
+        finally:
+            for state, wrapper in zip(routed, wrappers, strict=True):
+                state["forward"] = wrapper
 
     def _restore(self, saved: list, interleaver: Interleaver | None) -> None:
         for state, previous in reversed(saved):
@@ -74,6 +82,10 @@ class Router:
         return wrapper
 
 
+def _attrs(module: nn.Module) -> dict:
+    return getattr(module.__dict__.get("forward"), "__dict__", {})
+
+
 def _routed(router: Router, path: str, forward: Callable) -> Callable:
     inputs, outputs = f"{path}.input.", f"{path}.output."
 
@@ -84,7 +96,11 @@ def _routed(router: Router, path: str, forward: Callable) -> Callable:
         started[path] = index + 1
         if path in interleaver.wanted_inputs:  # type: ignore[union-attr]
             args, kwargs = interleaver.handle(f"{inputs}{index}", (args, kwargs))  # type: ignore[union-attr]
-        output = forward(*args, **kwargs)
+            output = interleaver.skips.pop(path, _MISSING)  # type: ignore[union-attr]
+            if output is _MISSING:  # not skipped by `module.skip(value)`
+                output = forward(*args, **kwargs)
+        else:
+            output = forward(*args, **kwargs)
         if path in interleaver.wanted_outputs:  # type: ignore[union-attr]
             output = interleaver.handle(f"{outputs}{index}", output)  # type: ignore[union-attr]
         interleaver.finished[path] = index + 1  # type: ignore[union-attr]

@@ -18,14 +18,19 @@ from typing import Any
 
 from ..errors import NotReachedError
 from .hooks import Router
-from .mediator import Mediator, State, _access
+from .mediator import IterationOver, Mediator, State, _access
 
 _RUNNABLE = (State.DONE, State.AT_NAME)
+_IDLE = (State.DONE, State.NEW)
 
 
 class Abort(BaseException):
     """Unwinds the model's forward pass after a body failed (not an `Exception`,
     so model code with `except Exception` cannot swallow it)."""
+
+
+class Stop(BaseException):
+    """Unwinds the model's forward pass after `tracer.stop()`."""
 
 
 class Interleaver:
@@ -45,10 +50,18 @@ class Interleaver:
         self.finished: dict[str, int] = {}  # path -> calls finished
         self.wanted_inputs: dict[str, int] = {}  # path -> bodies waiting on its input
         self.wanted_outputs: dict[str, int] = {}  # path -> bodies waiting on its output
+        self.skips: dict[str, Any] = {}  # path -> the output to use instead of running it
+        self.stopping = False  # set by `tracer.stop()`: end the forward after this point
+        self.cache: Any = None  # a Cache recording values, from `tracer.cache()`
+        self.result: Any = None  # what the model returned, for bodies run after it
+        self.router: Router | None = None
         self.error: BaseException | None = None
 
-    def run(self, router: Router, call: Callable[[], Any]) -> Any:
+    def run(self, router: Router | None, call: Callable[[], Any]) -> Any:
         """Start the bodies, run `call()` (the model) routed through us if a body waits.
+
+        Bodies marked `deferred` start only after `call()` returned (they can read
+        only what the model returned, see `Mediator.deferred`).
 
         Returns:
             What `call()` returned.
@@ -56,23 +69,26 @@ class Interleaver:
         Raises:
             The first error a body raised (with the body's traceback), or the model's.
         """
+        self.router = router
         try:
             waiting = False
             for mediator in self.mediators:
+                if mediator.deferred:
+                    continue
                 mediator.start(self)
                 if mediator.error is not None:
                     self._abort(mediator)
                 waiting = waiting or mediator.state is not State.DONE
             if waiting:
                 self.step()  # bodies released by a barrier or an assignment before the model ran
-                waiting = any(m.state is not State.DONE for m in self.mediators)
-            if not waiting:
-                return call()
-            unroute = router.install(self)
-            try:
+                waiting = any(m.state not in _IDLE for m in self.mediators)
+            if self.stopping:
+                output = None
+            elif not waiting and self.cache is None:
                 output = call()
-            finally:
-                unroute()
+            else:
+                output = self._call_routed(router, call)
+            self.result = output
             self.finish()
             return output
         except Abort:
@@ -83,6 +99,16 @@ class Interleaver:
             for mediator in self.mediators:
                 mediator.close()
 
+    def _call_routed(self, router: Router | None, call: Callable[[], Any]) -> Any:
+        unroute = router.install(self) if router is not None else None
+        try:
+            return call()
+        except Stop:
+            return None
+        finally:
+            if unroute is not None:
+                unroute()
+
     # -- called from the routing wrappers (see hooks.py) -------------------------
 
     def handle(self, location: str, value: Any) -> Any:
@@ -90,6 +116,10 @@ class Interleaver:
         self.location, self.value = location, value
         try:
             self.step()
+            if self.cache is not None:
+                self.cache.record(location, self.value)
+            if self.stopping:
+                raise Stop
             return self.value
         finally:
             self.location = self.value = None
@@ -161,17 +191,15 @@ class Interleaver:
     # -- end of the forward pass ---------------------------------------------
 
     def finish(self) -> None:
-        """Fail every body still waiting: the model will not reach what it waits for."""
+        """Run deferred bodies; end every body still waiting (the model is done)."""
         for mediator in self.mediators:
+            if mediator.deferred and mediator.state is State.NEW:
+                mediator.start(self)
             if mediator.state is State.WAITING:
-                path, kind, _ = (mediator.location or "..").rsplit(".", 2)
-                mediator.fail(
-                    NotReachedError(
-                        f"`{_access(path, kind)}` was never reached: the model finished without "
-                        "running that module (with this input), so there is nothing to read. "
-                        "Check the module path with print(model)."
-                    )
-                )
+                if mediator.iterating:
+                    mediator.fail(IterationOver())  # no further step: the iteration ends
+                else:
+                    mediator.fail(self.missed(mediator.location or ".."))
             elif mediator.state is State.AT_NAME:
                 mediator.resume()
             elif mediator.state is State.AT_BARRIER:
@@ -183,6 +211,15 @@ class Interleaver:
                 )
             if mediator.error is not None:
                 self._abort(mediator)
+
+    def missed(self, location: str) -> BaseException:
+        """The error for a body that waits on `location` when the model has finished."""
+        path, kind, _ = location.rsplit(".", 2)
+        return NotReachedError(
+            f"`{_access(path, kind)}` was never reached: the model finished without running "
+            "it (with this input), so there is nothing to read. Check the module path with "
+            "print(model), and that the branch holding this operation runs."
+        )
 
     def _abort(self, mediator: Mediator) -> None:
         error, mediator.error = mediator.error, None

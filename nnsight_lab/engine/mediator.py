@@ -10,12 +10,13 @@ there. No threads: a hand-off is one greenlet switch.
 from __future__ import annotations
 
 import enum
+import warnings
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 from greenlet import GreenletExit, getcurrent, greenlet
 
-from ..errors import OutOfOrderError, TracingError
+from ..errors import NNsightWarning, NotReachedError, OutOfOrderError, TracingError
 from .batching import merge, narrow
 
 if TYPE_CHECKING:
@@ -33,6 +34,11 @@ class State(enum.Enum):
     DONE = "done"
 
 
+class IterationOver(BaseException):
+    """Thrown into a body that waits for a step the model will never run: the open
+    `tracer.iter` ends there, and so does the body (nothing tells it no step follows)."""
+
+
 class MediatorGreenlet(greenlet):
     """A greenlet that knows its mediator, so `.output` can find who is asking."""
 
@@ -47,13 +53,26 @@ class Mediator:
         namespace: the dict the body runs in.
         rows: `(start, stop)` of this invoke's rows, or None for the whole batch (also
             when its rows are the whole batch: then nothing needs cutting).
+        deferred: run after the model returned (an empty invoke after generation).
     """
 
-    def __init__(self, code: CodeType, namespace: dict, rows: tuple[int, int] | None) -> None:
+    def __init__(
+        self,
+        code: CodeType,
+        namespace: dict,
+        rows: tuple[int, int] | None,
+        *,
+        deferred: bool = False,
+    ) -> None:
         self.code = code
         self.namespace = namespace
         self.rows = rows
-        self.iteration = 0
+        self.deferred = deferred  # runs after the model, reading only what it returned
+        self.iteration = 0  # the call (step) of every module this body reads now
+        self.iterating: list[int | None] = []  # open `tracer.iter` blocks: line after each
+        self.skipped_line: int | None = None  # first line an ended iteration kept from running
+        self.waits = 0  # how many times the body has waited for the model
+        self.generating = False  # steps are generation steps (calls of the root module)
         self.state = State.NEW
         self.location: str | None = None
         self.name: str | None = None
@@ -93,14 +112,32 @@ class Mediator:
             exec(self.code, self.namespace)
         except GreenletExit:
             pass
+        except IterationOver:
+            self._warn_skipped()
         except BaseException as error:  # reported to the model side, raised there
             self.error = error
         self.state = State.DONE
+
+    def _warn_skipped(self) -> None:
+        after = self.skipped_line
+        if after is not None:
+            filename = self.code.co_filename
+            warnings.warn_explicit(
+                f"line {after} did not run: `tracer.iter[...]` (or `tracer.all()`) waits for "
+                "steps until the model stops, so code after it in the same invoke never runs. "
+                "Move that code into a separate `with tracer.invoke():` after this one; it runs "
+                "once generation is over.",
+                NNsightWarning,
+                filename,
+                after,
+            )
 
     # -- called from the body (mediator side) --------------------------------
 
     def get(self, path: str, kind: str) -> Any:
         """The value at `path.kind` of this mediator's current call, cut to its rows."""
+        if self.deferred:
+            return self._returned(path, kind)
         location = f"{path}.{kind}.{self.iteration}"
         interleaver = self.interleaver
         if interleaver.location != location:  # type: ignore[union-attr]
@@ -115,6 +152,29 @@ class Mediator:
         if interleaver.location != location:  # type: ignore[union-attr]
             self._wait(location, path, kind)
         interleaver.value = value if self.rows is None else self.merge(interleaver.value, value)  # type: ignore[union-attr]
+
+    def skip(self, path: str, value: Any) -> None:
+        """Do not run the module at `path` in this call; use `value` as its output."""
+        if self.rows is not None:
+            raise TracingError(
+                "`.skip()` replaces the module for the whole batch, so it cannot be used in one "
+                "invoke of several: skip it in a trace with a single input."
+            )
+        location = f"{path}.input.{self.iteration}"
+        interleaver = self.interleaver
+        if interleaver.location != location:  # type: ignore[union-attr]
+            self._wait(location, path, "input")
+        interleaver.skips[path] = value  # type: ignore[union-attr]
+
+    def _returned(self, path: str, kind: str) -> Any:
+        """For a deferred body: the model's result, the one value left after it ran."""
+        if kind == "output" and (path == "model" or path.endswith(".generator")):
+            return self.interleaver.result  # type: ignore[union-attr]
+        raise NotReachedError(
+            f"`{_access(path, kind)}` cannot be read in this invoke: it runs after the model "
+            "has finished, when only `model.output` (what the model returned) is left. Read "
+            "other modules in the invoke that runs alongside the model."
+        )
 
     def view(self, value: Any) -> Any:
         """`value` cut to this mediator's rows."""
@@ -145,6 +205,7 @@ class Mediator:
                 "the line that reads a later module."
             )
         self.location = location
+        self.waits += 1
         interleaver.expect(path, kind)
         try:
             self.park(State.WAITING)
@@ -153,15 +214,15 @@ class Mediator:
             self.location = None
 
 
-def current_mediator(what: str, kind: str = "") -> Mediator:
-    """The mediator whose body is running now.
+def current_mediator(what: str, kind: str = "", optional: bool = False) -> Any:
+    """The mediator whose body is running now (None if `optional` and there is none).
 
     Raises:
         TracingError: no body of a running trace is executing (`what` and `kind` name
             the access, as a module path and `output`/`input`/..., or a call).
     """
     mediator = getattr(getcurrent(), "mediator", None)
-    if mediator is None:
+    if mediator is None and not optional:
         access = _access(what, kind) if kind else what
         raise TracingError(
             f"`{access}` can only be used inside a trace body: inside `with model.trace(input):`, "

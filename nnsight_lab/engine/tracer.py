@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import TracingError
 from ..tracing import Body, CapturingContext, Layer, Namespace, SavingContext
 from ..tracing.frames import write_names
-from .backends import LOCAL, Invoke
+from .backends import LOCAL, Invoke, start_cache
+from .cache import Cache
+from .iteration import Iteration, Steps
 from .mediator import State, current_mediator
 
 if TYPE_CHECKING:
@@ -34,18 +36,26 @@ class Tracer(SavingContext):
     Attributes:
         model: the wrapped model.
         inputs, kwargs: the trace's input (one implicit invoke) and model keyword arguments.
+        entry: the name of the model's method that runs it (`_run`, `_generate`).
         invokes: the invokes collected from the body.
         result: what the model returned, after the trace.
     """
 
     def __init__(
-        self, model: NNsight, *inputs: Any, backend: Backend | None = None, **kwargs: Any
+        self,
+        model: NNsight,
+        *inputs: Any,
+        backend: Backend | None = None,
+        entry: str = "_run",
+        **kwargs: Any,
     ) -> None:
         super().__init__()
         self.model = model
         self.inputs = inputs
         self.kwargs = kwargs
         self.backend = backend
+        self.entry = entry  # the model's method that runs it: "_run", "_generate"
+        self.pending_cache: Cache | None = None
         self.invokes: list[Invoke] = []
         self.namespace: Namespace | None = None
         self.frame: FrameType | None = None
@@ -64,6 +74,47 @@ class Tracer(SavingContext):
     def barrier(self, participants: int) -> Barrier:
         """A point that `participants` invokes wait at until all have reached it."""
         return Barrier(participants)
+
+    @property
+    def iter(self) -> Steps:
+        """`tracer.iter[steps]`: run a block once per step (generation step, module call)."""
+        return Steps()
+
+    def all(self) -> Iteration:
+        """Every step: the same as `tracer.iter[:]`."""
+        return Steps()[:]
+
+    def stop(self) -> None:
+        """End the forward pass right after the current point: later modules do not run."""
+        interleaver = current_mediator("tracer.stop()").interleaver
+        interleaver.stopping = True
+
+    def cache(self, modules: list | None = None, include_inputs: bool = False) -> Cache:
+        """Keep every module's output (or those of `modules`) after the trace.
+
+        Args:
+            modules: envoys or paths to cache; all modules when None.
+            include_inputs: keep each module's inputs too.
+
+        Returns:
+            The cache (saved: it is filled as the model runs).
+
+        Example:
+            >>> with llm.trace("Hello") as tracer:
+            ...     cache = tracer.cache()
+            >>> cache["model.transformer.h.0"].output
+        """
+        if modules is None:
+            paths = [path for path, _ in self.model._router.modules]
+        else:
+            paths = [getattr(m, "_path", m) for m in modules]
+        cache = self.save(Cache(paths, include_inputs))
+        mediator = current_mediator("tracer.cache()", optional=True)
+        if mediator is None:
+            self.pending_cache = cache  # collecting invokes: recorded once the model runs
+        else:
+            start_cache(mediator.interleaver, cache)
+        return cache
 
     def run(self, body: Body, frame: FrameType) -> None:
         self.frame = frame

@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from ..engine.tracer import Tracer
 from ..errors import TracingError
+from .generation import Generator, StepStreamer
 from .nnsight import NNsight
 
 _SHARED_KWARGS = ("trust_remote_code", "revision", "token", "cache_dir", "local_files_only")
@@ -64,6 +65,7 @@ class LanguageModel(NNsight):
             source = os.fspath(model)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(source, **shared)
             module = _empty_model(source, kwargs, shared)
+        _add_generator(module)
         super().__init__(module)
         object.__setattr__(self, "tokenizer", _ready(tokenizer))
         object.__setattr__(self, "_source", source)
@@ -82,12 +84,37 @@ class LanguageModel(NNsight):
             return
         loaded = AutoModelForCausalLM.from_pretrained(self._source, **self._load_kwargs)
         loaded.eval()
+        _add_generator(loaded)
         self._rebind(loaded)
         object.__setattr__(self, "_source", None)
 
     def trace(self, *inputs: Any, **kwargs: Any) -> Tracer:
         self.dispatch()
         return super().trace(*inputs, **kwargs)
+
+    def generate(self, *inputs: Any, **kwargs: Any) -> Tracer:
+        """Generate with the `with` block's body interleaved; each model call is a step.
+
+        Args:
+            *inputs: the prompt(s), as for `trace`; or none, with `tracer.invoke(...)`.
+            **kwargs: passed to transformers' `generate` (`max_new_tokens`, ...).
+
+        Example:
+            >>> with llm.generate("The Eiffel Tower is in", max_new_tokens=3) as tracer:
+            ...     with tracer.iter[:]:
+            ...         tokens.append(llm.lm_head.output[0, -1].argmax(dim=-1))
+            ...     out = llm.generator.output.save()
+        """
+        return self.trace(*inputs, entry="_generate", **kwargs)
+
+    def _generate(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("position_ids", None)  # generate counts positions from the mask itself
+        if self.tokenizer.pad_token_id is not None:
+            kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        generator = self._module.generator
+        if kwargs.get("num_beams", 1) == 1:
+            kwargs.setdefault("streamer", StepStreamer(generator.streamer))
+        return generator(self._module.generate(*args, **kwargs))
 
     # -- inputs ----------------------------------------------------------------
 
@@ -138,6 +165,12 @@ class LanguageModel(NNsight):
 
     def _takes_position_ids(self) -> bool:
         return "position_ids" in inspect.signature(self._module.forward).parameters
+
+
+def _add_generator(module: nn.Module) -> None:
+    """Give the model its `generator` submodule (see `generation`), once."""
+    if not isinstance(getattr(module, "generator", None), Generator):
+        module.generator = Generator()
 
 
 def _empty_model(source: str, kwargs: dict, shared: dict) -> nn.Module:

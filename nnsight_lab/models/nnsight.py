@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine.edits import Editor
 from ..engine.envoy import Envoy
 from ..engine.hooks import Router
 from ..engine.tracer import Backend, Tracer
@@ -31,6 +32,7 @@ class NNsight(Envoy):
             raise TypeError(f"NNsight wraps a torch.nn.Module, got {type(module).__name__}")
         super().__init__(module, "model")
         object.__setattr__(self, "_router", Router(list(self.named_modules())))
+        object.__setattr__(self, "_edits", [])
 
     @property
     def _model(self) -> nn.Module:
@@ -65,6 +67,22 @@ class NNsight(Envoy):
                 "locally."
             )
         return Tracer(self, *inputs, backend=backend, **kwargs)
+
+    def edit(self, *, inplace: bool = False) -> Editor:
+        """Record interventions that apply to every later trace.
+
+        Args:
+            inplace: edit this model; otherwise the block gives an edited shallow copy.
+
+        Example:
+            >>> with llm.edit() as edited:
+            ...     llm.transformer.h[-1].output[:, -1, :] = hidden
+        """
+        return Editor(self, inplace)
+
+    def clear_edits(self) -> None:
+        """Remove every persistent edit of this model."""
+        self._edits.clear()
 
     # -- how this kind of model takes input (overridden by LanguageModel) ------
 

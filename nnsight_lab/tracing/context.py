@@ -37,6 +37,10 @@ class CapturingContext:
         self._frame = frame
         if body.first_line is not None:
             self._skipper = BodySkipper(frame, body.first_line)
+        return self.entered()
+
+    def entered(self) -> Any:
+        """What `with ... as name` binds (the context itself unless overridden)."""
         return self
 
     def __exit__(

@@ -19,19 +19,19 @@ import builtins
 from collections.abc import Callable
 from typing import Any
 
-from .source import SAVE_NAME
-
 
 class Namespace(dict):
-    """A trace's variables, falling back to the caller's scope for reads."""
+    """A trace's variables, falling back to the caller's scope for reads.
+
+    `helpers` are the engine's functions that rewritten bodies call (see `rewrite`).
+    """
 
     __slots__ = ("caller_locals", "caller_globals")
 
-    def __init__(self, caller_locals: dict, caller_globals: dict, save: Any) -> None:
-        super().__init__()
+    def __init__(self, caller_locals: dict, caller_globals: dict, helpers: dict) -> None:
+        super().__init__(helpers)
         self.caller_locals = caller_locals
         self.caller_globals = caller_globals
-        self[SAVE_NAME] = save
 
     def __missing__(self, name: str) -> Any:
         if name in self.caller_locals:

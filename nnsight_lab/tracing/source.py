@@ -6,10 +6,8 @@ cell, `python -c`), compiles the statements with the caller's file name and
 line numbers (so tracebacks, `breakpoint()` and `print` behave as in the user's
 code) and runs that code object itself, alongside the model.
 
-Two rewrites give the body its meaning:
-- `value.save()` with no arguments becomes `__nnsight_save__(value)`, so any
-  value (a tensor, `list()`, an int) can be saved without patching `object`;
-- nothing else: the body is the user's own code.
+The few rewrites that give a body its meaning (`x.save()`, `.grad`, `with
+loss.backward():`) are in `rewrite`.
 
 A compiled body is cached per (code object, line) of the `with` statement.
 """
@@ -17,6 +15,7 @@ A compiled body is cached per (code object, line) of the `with` statement.
 from __future__ import annotations
 
 import ast
+import functools
 import linecache
 import sys
 import traceback
@@ -24,8 +23,7 @@ from dataclasses import dataclass
 from types import CodeType, FrameType
 
 from ..errors import TraceSourceError
-
-SAVE_NAME = "__nnsight_save__"
+from .rewrite import BodyRewriter
 
 
 @dataclass(frozen=True)
@@ -39,6 +37,9 @@ class Body:
         lineno: the line of the `with` statement.
         has_invokes: whether the body opens `with <tracer>.invoke(...)` blocks.
         first_line: line of the first statement that does something (None: only `pass`).
+        target: the name after `as` in the `with` statement, if one.
+        after: line of the statement that follows the `with` block in its block, if one.
+        endless: whether the body opens an unbounded `tracer.iter[:]` / `tracer.all()`.
         reads: names the body reads before assigning them (free names).
     """
 
@@ -49,6 +50,9 @@ class Body:
     has_invokes: bool
     first_line: int | None
     reads: tuple[str, ...]
+    target: str | None = None
+    after: int | None = None
+    endless: bool = False
 
 
 _cache: dict[tuple[CodeType, int], Body] = {}
@@ -114,7 +118,7 @@ def _compile_body(filename: str, lineno: int, module_globals: dict) -> Body:
         tree = ast.parse(text, filename)
     except SyntaxError as error:
         raise TraceSourceError(f"cannot parse {filename}: {error}") from None
-    node = _find_with(tree, lineno)
+    node, after = _find_with(tree, lineno)
     if node is None:
         raise TraceSourceError(
             f"no `with` statement found at {filename}:{lineno}; the source on disk may have "
@@ -126,11 +130,30 @@ def _compile_body(filename: str, lineno: int, module_globals: dict) -> Body:
             f"{filename}:{lineno}: the body of a traced `with` block must start on its own line "
             "(write `with model.trace(x):` then the body indented on the next lines)."
         )
-    return compile_statements(node.body, filename, lineno, lines)
+    target = node.items[0].optional_vars
+    name = target.id if isinstance(target, ast.Name) else None
+    return compile_statements(node.body, filename, lineno, lines, target=name, after=after)
+
+
+@functools.lru_cache(maxsize=256)
+def statement_after(filename: str, lineno: int) -> int | None:
+    """The line of the statement after the compound statement whose header is at `lineno`."""
+    tree = ast.parse("".join(source_lines(filename)), filename)
+    for block in _blocks(tree):
+        for index, statement in enumerate(block):
+            if statement.lineno == lineno and index + 1 < len(block):
+                return block[index + 1].lineno
+    return None
 
 
 def compile_statements(
-    statements: list[ast.stmt], filename: str, lineno: int, lines: list[str]
+    statements: list[ast.stmt],
+    filename: str,
+    lineno: int,
+    lines: list[str],
+    *,
+    target: str | None = None,
+    after: int | None = None,
 ) -> Body:
     """Compile the statements of a body, keeping their file name and line numbers.
 
@@ -139,7 +162,8 @@ def compile_statements(
     """
     first, last = statements[0], statements[-1]
     segment = lines[first.lineno - 1 : (last.end_lineno or last.lineno)]
-    module = ast.Module(body=[_SaveCalls().visit(s) for s in statements], type_ignores=[])
+    rewriter = BodyRewriter()
+    module = ast.Module(body=[rewriter.visit(s) for s in statements], type_ignores=[])
     ast.fix_missing_locations(module)
     try:
         code = compile(module, filename, "exec", dont_inherit=True)
@@ -157,25 +181,59 @@ def compile_statements(
         has_invokes=any(_is_invoke(n) for s in statements for n in ast.walk(s)),
         first_line=next((s.lineno for s in statements if not _is_trivial(s)), None),
         reads=_free_names(statements),
+        target=target,
+        after=after,
+        endless=any(_is_endless(n) for s in statements for n in ast.walk(s)),
     )
 
 
-def _find_with(tree: ast.Module, lineno: int) -> ast.With | None:
-    """The innermost `with` whose header spans `lineno`."""
-    found = None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.With) and node.lineno <= lineno < node.body[0].lineno:
+def _find_with(tree: ast.Module, lineno: int) -> tuple[ast.With | None, int | None]:
+    """The innermost `with` whose header spans `lineno`, and the line of the next statement."""
+    found, after = None, None
+    for block in _blocks(tree):
+        for index, node in enumerate(block):
+            if not isinstance(node, ast.With) or not node.lineno <= lineno <= node.body[0].lineno:
+                continue
+            if node.lineno == node.body[0].lineno and found is not None:
+                continue  # a one-line `with` only counts when nothing else matches
             if found is None or node.lineno >= found.lineno:
                 found = node
-        elif isinstance(node, ast.With) and node.lineno == lineno == node.body[0].lineno:
-            found = found or node
-    return found
+                after = block[index + 1].lineno if index + 1 < len(block) else None
+    return found, after
+
+
+def _blocks(tree: ast.Module) -> list[list[ast.stmt]]:
+    """Every list of statements in the tree (module body, bodies of compound statements)."""
+    blocks: list[list[ast.stmt]] = [tree.body]
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            value = getattr(node, field, None)
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                if node is not tree:
+                    blocks.append(value)
+        for handler in getattr(node, "handlers", []):
+            blocks.append(handler.body)
+    return blocks
 
 
 def _is_trivial(statement: ast.stmt) -> bool:
     """`pass`, `...` or a docstring: compiles to nothing that runs."""
     return isinstance(statement, ast.Pass) or (
         isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+    )
+
+
+def _is_endless(node: ast.AST) -> bool:
+    """`x.iter[a:]` (no upper bound) or `x.all()`."""
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute):
+        return (
+            node.value.attr == "iter" and isinstance(node.slice, ast.Slice) and not node.slice.upper
+        )
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "all"
+        and not node.args
     )
 
 
@@ -206,16 +264,3 @@ def _dedent(segment: list[str]) -> str:
     indents = [len(s) - len(s.lstrip()) for s in segment if s.strip()]
     cut = min(indents, default=0)
     return "".join(s[cut:] if s.strip() else "\n" for s in segment)
-
-
-class _SaveCalls(ast.NodeTransformer):
-    """`x.save()` -> `__nnsight_save__(x)`: any value can be saved."""
-
-    def visit_Call(self, node: ast.Call) -> ast.AST:
-        self.generic_visit(node)
-        func = node.func
-        if isinstance(func, ast.Attribute) and func.attr == "save" and not node.args:
-            if not node.keywords:
-                call = ast.Call(ast.Name(SAVE_NAME, ast.Load()), [func.value], [])
-                return ast.copy_location(call, node)
-        return node

@@ -119,12 +119,18 @@ def test_barrier_with_too_many_participants_is_a_clear_error():
                 barrier()
 
 
-def test_input_on_trace_and_invokes_is_a_clear_error():
-    model = NNsight(Counting())
-    with pytest.raises(nnsight.TracingError, match="both an input"):
-        with model.trace(torch.rand(1, 5)) as tracer:
-            with tracer.invoke(torch.rand(1, 5)):
-                pass
+def test_trace_input_with_invokes_gives_rows_that_empty_invokes_see():
+    net = Counting()
+    model = NNsight(net)
+    a, b = torch.rand(2, 5), torch.rand(1, 5)
+    with model.trace(a) as tracer:
+        with tracer.invoke(b):
+            own = model.output.save()
+        with tracer.invoke():
+            everything = model.output.save()
+    assert net.calls == 1
+    assert torch.allclose(own, net(b))
+    assert torch.allclose(everything, net(torch.cat([a, b])))
 
 
 def test_trace_without_any_input_is_a_clear_error():

@@ -1,0 +1,53 @@
+"""Persistent edits: `with model.edit() as edited:` records interventions.
+
+The edit block's body is not run when the block ends; it is kept, with the
+variables it reads, and runs as an extra invoke over the whole batch at the
+start of every later trace of the edited model (before the trace's own bodies,
+so they see the edited values). `model.edit()` gives a shallow copy that
+carries the edits (the original stays unedited); `inplace=True` edits the model
+itself; `clear_edits()` removes them.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from ..tracing import Body, CapturingContext, Namespace
+from .backends import helpers
+
+if TYPE_CHECKING:
+    from ..models.nnsight import NNsight
+
+
+@dataclass
+class Edit:
+    """One recorded edit: its body and the variables it read when recorded."""
+
+    body: Body
+    values: dict[str, Any]
+    scope: dict[str, Any]
+    helpers: dict[str, Any]
+
+    def fresh_namespace(self) -> Namespace:
+        """A namespace for one run of the edit, so runs do not see each other's variables."""
+        return Namespace(self.values, self.scope, self.helpers)
+
+
+class Editor(CapturingContext):
+    """The context of `with model.edit(inplace=False) as edited:`."""
+
+    def __init__(self, model: NNsight, inplace: bool) -> None:
+        self.model = model if inplace else copy.copy(model)
+        if not inplace:
+            object.__setattr__(self.model, "_edits", list(model._edits))
+
+    def entered(self) -> NNsight:
+        return self.model
+
+    def run(self, body: Body, frame: FrameType) -> None:
+        # Saving inside an edit keeps nothing: an edit's values stay with the edit.
+        edit = Edit(body, dict(frame.f_locals), frame.f_globals, helpers(lambda value: value))
+        self.model._edits.append(edit)

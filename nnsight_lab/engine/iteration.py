@@ -1,0 +1,117 @@
+"""`tracer.iter[...]`: run part of a body once per step (per call of the modules).
+
+A module called several times in one run (every generation step, a block used
+twice per forward) has one location per call: `model.lm_head.output.0`, `.1`, ...
+A body reads the call given by its mediator's `iteration` (0 unless inside an
+iteration). `with tracer.iter[1:3] as step:` runs its body for steps 1 and 2
+with `iteration` set to the step (and `step` bound to it as an int); `for step
+in tracer.iter[...]:` does the same for a loop. An unbounded iteration (`[:]`,
+`tracer.all()`) ends when the model stops: the body waiting for the next step
+is ended (see `Mediator`), and a warning names the first line that did not run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import warnings
+from collections.abc import Iterator
+from types import FrameType
+
+from ..errors import NNsightWarning, TracingError
+from ..tracing import Body, CapturingContext
+from ..tracing.source import statement_after
+from .mediator import IterationOver, Mediator, current_mediator
+
+
+class Steps:
+    """`tracer.iter`: index it with a step or a slice of steps."""
+
+    def __getitem__(self, selector: int | slice) -> Iteration:
+        if isinstance(selector, int):
+            if selector < 0:
+                raise TracingError("tracer.iter[...] takes steps counted from 0; got a negative")
+            return Iteration(slice(selector, selector + 1))
+        if isinstance(selector, slice):
+            if any(v is not None and v < 0 for v in (selector.start, selector.stop)):
+                raise TracingError("tracer.iter[...] takes steps counted from 0; got a negative")
+            if selector.step is not None and selector.step < 1:
+                raise TracingError("tracer.iter[a:b:s] needs a positive s")
+            return Iteration(selector)
+        raise TracingError(
+            f"tracer.iter[...] takes an int or a slice (iter[0], iter[1:3], iter[:]), "
+            f"got {type(selector).__name__}"
+        )
+
+
+class Iteration(CapturingContext):
+    """One `tracer.iter[...]`, used as `with ... as step:` or `for step in ...:`."""
+
+    def __init__(self, steps: slice) -> None:
+        self.steps = steps
+
+    def indices(self) -> Iterator[int]:
+        start, stop, step = self.steps.start or 0, self.steps.stop, self.steps.step or 1
+        return iter(range(start, stop, step)) if stop is not None else itertools.count(start, step)
+
+    def run(self, body: Body, frame: FrameType) -> None:
+        mediator = current_mediator("tracer.iter")
+        namespace = frame.f_globals
+        with _iterating(mediator, body.after):
+            for index in self.indices():
+                _begin_step(mediator, index)
+                if body.target is not None:
+                    namespace[body.target] = index
+                waits = mediator.waits
+                exec(body.code, namespace)
+                if self.steps.stop is None and mediator.waits == waits:
+                    _warn_no_reads(body)
+                    break
+
+    def __iter__(self) -> Iterator[int]:
+        mediator = current_mediator("tracer.iter")
+        frame = sys._getframe(1)  # the body running the `for` loop
+        after = statement_after(frame.f_code.co_filename, frame.f_lineno)
+        with _iterating(mediator, after):
+            for index in self.indices():
+                _begin_step(mediator, index)
+                waits = mediator.waits
+                yield index
+                if self.steps.stop is None and mediator.waits == waits:
+                    break
+
+
+class _iterating:
+    """Marks `mediator` as inside an iteration; restores its step afterwards."""
+
+    def __init__(self, mediator: Mediator, after: int | None) -> None:
+        self.mediator, self.after = mediator, after
+
+    def __enter__(self) -> None:
+        self.previous = self.mediator.iteration
+        self.mediator.iterating.append(self.after)
+
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        self.mediator.iterating.pop()
+        self.mediator.iteration = self.previous
+        if kind is IterationOver and self.after is not None:
+            self.mediator.skipped_line = self.after  # unwinding outwards: the outermost wins
+
+
+def _begin_step(mediator: Mediator, index: int) -> None:
+    """Make `index` the mediator's step; in generation, wait for that step to start, so
+    the block does not begin a step that will never come."""
+    mediator.iteration = index
+    if index > 0 and mediator.generating:
+        mediator.get("model", "input")
+
+
+def _warn_no_reads(body: Body) -> None:
+    warnings.warn_explicit(
+        "this `tracer.iter[...]` body reads no module, so nothing tells it when the model "
+        "stops: it ran once. Read a module's `.output` inside it, or give the iteration an end "
+        "(`tracer.iter[0:3]`).",
+        NNsightWarning,
+        body.filename,
+        body.lineno,
+    )
