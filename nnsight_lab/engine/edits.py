@@ -10,7 +10,6 @@ itself; `clear_edits()` removes them.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -40,8 +39,11 @@ class Editor(CapturingContext):
     """The context of `with model.edit(inplace=False) as edited:`."""
 
     def __init__(self, model: NNsight, inplace: bool) -> None:
-        self.model = model if inplace else copy.copy(model)
-        if not inplace:
+        if inplace:
+            self.model = model
+        else:  # a shallow copy: the same modules and envoys, its own list of edits
+            self.model = object.__new__(type(model))
+            self.model.__dict__.update(model.__dict__)
             object.__setattr__(self.model, "_edits", list(model._edits))
 
     def entered(self) -> NNsight:

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import TracingError
 from .mediator import current_mediator
+from .source import SourceView, source_view
 
 _VALUES = ("output", "input", "inputs")
 
@@ -44,7 +45,10 @@ class Envoy:
         children = self.__dict__.get("_children")
         if children is not None and name in children:
             return children[name]
-        return getattr(self.__dict__["_module"], name)
+        module = self.__dict__.get("_module")
+        if module is None:
+            raise AttributeError(name)
+        return getattr(module, name)
 
     def __getitem__(self, key: int | str | slice) -> Any:
         children = list(self._children.values())
@@ -155,3 +159,27 @@ class Envoy:
             raise AttributeError(f"cannot replace the submodule envoy {self._path}.{name}")
         else:
             setattr(self._module, name, value)
+
+    # -- operations inside forward (.source) -----------------------------------
+
+    @property
+    def source(self) -> SourceView:
+        """The module's `forward`, with every call it makes exposed as an operation.
+
+        Print it to list the source with each call site's name (`self_c_attn_0`,
+        `split_1`, ...); inside a trace, `.source.<name>` has `.output`, `.input` and
+        `.inputs` like a module. Once used, the module's traced calls run a rewritten
+        copy of its forward (outside traces nothing changes).
+
+        Returns:
+            The listing, whose attributes are the operations.
+
+        Raises:
+            TracingError: the module's forward has no Python source to rewrite.
+
+        Example:
+            >>> print(llm.transformer.h[0].attn.source)
+            >>> with llm.trace("Hello"):
+            ...     attn = llm.transformer.h[0].attn.source.attention_interface_0.output.save()
+        """
+        return source_view(self._module, self._path)

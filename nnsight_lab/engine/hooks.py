@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from .source import source_forward
+
 if TYPE_CHECKING:
     from .interleaver import Interleaver
 
@@ -77,7 +79,7 @@ class Router:
     def _wrapper(self, path: str, module: nn.Module, original: Any) -> Callable:
         if getattr(original, "__routed__", None) is not None:
             return original  # a trace of this model inside a trace of it: already routed
-        wrapper = _routed(self, path, module.forward)
+        wrapper = _routed(self, path, module.forward, module)
         self._wrappers[path] = (original, wrapper)
         return wrapper
 
@@ -86,7 +88,7 @@ def _attrs(module: nn.Module) -> dict:
     return getattr(module.__dict__.get("forward"), "__dict__", {})
 
 
-def _routed(router: Router, path: str, forward: Callable) -> Callable:
+def _routed(router: Router, path: str, forward: Callable, module: nn.Module) -> Callable:
     inputs, outputs = f"{path}.input.", f"{path}.output."
 
     def routed_forward(*args, **kwargs):
@@ -94,13 +96,14 @@ def _routed(router: Router, path: str, forward: Callable) -> Callable:
         started = interleaver.started  # type: ignore[union-attr]
         index = started.get(path, 0)
         started[path] = index + 1
+        body = source_forward(module, interleaver) or forward  # `.source` used: its rewritten copy
         if path in interleaver.wanted_inputs:  # type: ignore[union-attr]
             args, kwargs = interleaver.handle(f"{inputs}{index}", (args, kwargs))  # type: ignore[union-attr]
             output = interleaver.skips.pop(path, _MISSING)  # type: ignore[union-attr]
             if output is _MISSING:  # not skipped by `module.skip(value)`
-                output = forward(*args, **kwargs)
+                output = body(*args, **kwargs)
         else:
-            output = forward(*args, **kwargs)
+            output = body(*args, **kwargs)
         if path in interleaver.wanted_outputs:  # type: ignore[union-attr]
             output = interleaver.handle(f"{outputs}{index}", output)  # type: ignore[union-attr]
         interleaver.finished[path] = index + 1  # type: ignore[union-attr]

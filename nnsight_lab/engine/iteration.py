@@ -64,7 +64,7 @@ class Iteration(CapturingContext):
                     namespace[body.target] = index
                 waits = mediator.waits
                 exec(body.code, namespace)
-                if self.steps.stop is None and mediator.waits == waits:
+                if self.steps.stop is None and not mediator.generating and mediator.waits == waits:
                     _warn_no_reads(body)
                     break
 
@@ -77,7 +77,7 @@ class Iteration(CapturingContext):
                 _begin_step(mediator, index)
                 waits = mediator.waits
                 yield index
-                if self.steps.stop is None and mediator.waits == waits:
+                if self.steps.stop is None and not mediator.generating and mediator.waits == waits:
                     break
 
 
