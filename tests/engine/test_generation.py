@@ -76,8 +76,8 @@ def test_for_loop_form_and_all(llm, hf_gpt2):
     with llm.generate(PROMPT, max_new_tokens=3) as tracer:
         streamed = nnsight.save(list())
         for step in tracer.iter[:]:
-            streamed.append(llm.generator.streamer.output.item())
-    assert streamed == ids[0, -3:].tolist()
+            streamed.append((step, llm.generator.streamer.output.item()))
+    assert streamed == list(enumerate(ids[0, -3:].tolist()))
     with llm.generate(PROMPT, max_new_tokens=3) as tracer:
         count = nnsight.save([0])
         with tracer.all():
