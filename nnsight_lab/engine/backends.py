@@ -36,7 +36,7 @@ class LocalBackend:
     def __call__(self, tracer: Tracer) -> dict[str, Any]:
         body, frame = tracer.body, tracer.frame
         assert body is not None and frame is not None
-        namespace = Namespace(frame.f_locals, frame.f_globals, helpers(tracer.save))
+        namespace = Namespace(frame.f_locals, frame.f_globals, helpers(self.saver(tracer)))
         tracer.namespace = namespace
         if body.has_invokes:
             exec(body.code, namespace)  # collects the invokes
@@ -45,8 +45,16 @@ class LocalBackend:
                 invokes = [Invoke(None, namespace, tracer.inputs, {}), *invokes]
         else:
             invokes = [Invoke(body, namespace, tracer.inputs, {})]
-        run_invokes(tracer, invokes)
+        run_invokes(tracer, invokes, self.call)
         return tracer.saved_from(namespace)
+
+    def saver(self, tracer: Tracer) -> Callable[[Any], Any]:
+        """What `x.save()` calls in this backend's bodies."""
+        return tracer.save
+
+    def call(self, tracer: Tracer, args: tuple, kwargs: dict) -> Any:
+        """Run the model once on the batched input (routed by the interleaver)."""
+        return getattr(tracer.model, tracer.entry)(*args, **kwargs)
 
 
 def helpers(save: Callable[[Any], Any]) -> dict[str, Any]:
@@ -68,8 +76,8 @@ def start_cache(interleaver: Interleaver, cache: Cache) -> None:
             interleaver.expect(path, "input")
 
 
-def run_invokes(tracer: Tracer, invokes: list[Invoke]) -> None:
-    """Batch the invokes' inputs, run the model once with every body interleaved."""
+def run_invokes(tracer: Tracer, invokes: list[Invoke], call: Callable) -> None:
+    """Batch the invokes' inputs, run the model once (`call`) with every body interleaved."""
     model = tracer.model
     prepared, mediators, size, endless = [], [], 0, False
     for invoke in invokes:
@@ -102,8 +110,7 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke]) -> None:
     interleaver = Interleaver(edits + mediators, size)
     if tracer.pending_cache is not None:
         start_cache(interleaver, tracer.pending_cache)
-    run = getattr(model, tracer.entry)
-    tracer.result = interleaver.run(model._router, lambda: run(*args, **kwargs))
+    tracer.result = interleaver.run(model._router, lambda: call(tracer, args, kwargs))
 
 
 LOCAL = LocalBackend()

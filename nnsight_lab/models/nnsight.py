@@ -10,6 +10,7 @@ from torch import nn
 from ..engine.edits import Editor
 from ..engine.envoy import Envoy
 from ..engine.hooks import Router
+from ..engine.scan import SCAN
 from ..engine.tracer import Backend, Tracer
 from ..errors import TracingError
 
@@ -67,6 +68,15 @@ class NNsight(Envoy):
                 "locally."
             )
         return Tracer(self, *inputs, backend=backend, **kwargs)
+
+    def scan(self, *inputs: Any, **kwargs: Any) -> Tracer:
+        """A trace on fake tensors: shapes and dtypes without computing or reading weights.
+
+        Example:
+            >>> with llm.scan("Hello"):
+            ...     width = nnsight.save(llm.transformer.h[0].output.shape[-1])
+        """
+        return Tracer(self, *inputs, backend=SCAN, **kwargs)
 
     def edit(self, *, inplace: bool = False) -> Editor:
         """Record interventions that apply to every later trace.

@@ -1,0 +1,35 @@
+"""`model.scan`: shapes from fake tensors, with no compute and no weights read."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import nnsight_lab as nnsight
+from nnsight_lab import LanguageModel, NNsight
+
+
+def test_scan_gives_shapes_on_a_lazily_loaded_model(tiny_gpt2_path, hf_gpt2):
+    llm = LanguageModel(str(tiny_gpt2_path))
+    with llm.scan("Hello world"):
+        width = nnsight.save(llm.transformer.h[0].output.shape[-1])
+        shape = llm.lm_head.output.shape.save()
+    assert not llm.dispatched  # no weights were read
+    assert width == hf_gpt2.config.n_embd
+    assert tuple(shape) == (1, 2, hf_gpt2.config.vocab_size)
+
+
+def test_scan_does_not_compute(toy_net):
+    calls = []
+    toy_net.layer1.register_forward_hook(lambda m, a, out: calls.append(type(out).__name__))
+    model = NNsight(toy_net)
+    with model.scan(torch.rand(3, 5)):
+        shape = model.output.shape.save()
+    assert tuple(shape) == (3, 2) and calls == ["FakeTensor"]
+
+
+def test_saving_a_tensor_in_a_scan_is_a_clear_error(toy_net):
+    model = NNsight(toy_net)
+    with pytest.raises(nnsight.TracingError, match="shapes, not values"):
+        with model.scan(torch.rand(1, 5)):
+            model.layer1.output.save()
