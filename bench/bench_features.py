@@ -1,0 +1,154 @@
+"""Engine part two benchmark: generation, gradients, scan and `.source`, against nnsight.
+
+Same method as `bench_core.py` (whose harness this reuses): round-robin in one
+process, the time a trace adds over plain transformers doing the same work.
+
+    generate8    generate 8 tokens, `tracer.iter[:]` saving the last block per step
+                 (plain: `generate(max_new_tokens=8)`)
+    backward     one `.grad` of the last block inside `with loss.backward():`
+                 (plain: forward, logits.sum().backward() with a tensor hook)
+    source_op    read `attn.source.attention_interface_0.output` of block 0
+                 (plain: the forward)
+    scan         `model.scan(prompt)` saving one shape; its whole time is shown in the
+                 "plain us" column's place as "scan ms" (target: under 20 ms)
+
+    python bench/bench_features.py [--rounds N] [--quick] [--only CASE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+
+import torch
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from bench_core import (  # noqa: E402
+    PROMPT,
+    Fixtures,
+    added_us,
+    load_libraries,
+    measure,
+    print_machine,
+    print_row,
+    ratio,
+    save_gpt2,
+    short,
+)
+
+
+def case_generate8(nn, llm, prompt):
+    with llm.generate(prompt, max_new_tokens=8) as tracer:
+        hidden = nn.save(list())
+        with tracer.iter[:]:
+            hidden.append(llm.transformer.h[-1].output)
+    return hidden
+
+
+def case_backward(nn, llm, prompt):
+    with llm.trace(prompt):
+        hs = llm.transformer.h[-1].output
+        hs.requires_grad_(True)
+        loss = llm.lm_head.output.sum()
+        with loss.backward():
+            grad = hs.grad.save()
+    return grad
+
+
+def case_source_op(nn, llm, prompt):
+    with llm.trace(prompt):
+        out = llm.transformer.h[0].attn.source.attention_interface_0.output.save()
+    return out
+
+
+def case_scan(nn, llm, prompt):
+    with llm.scan(prompt):
+        shape = nn.save(llm.transformer.h[0].output.shape)
+    return shape
+
+
+CASES = {
+    "generate8": case_generate8,
+    "backward": case_backward,
+    "source_op": case_source_op,
+    "scan": case_scan,
+}
+
+
+def plain_closure(fixtures: Fixtures, case: str):
+    gpt2, tok = fixtures.gpt2, fixtures.tokenizer
+
+    def forward():
+        return gpt2(**tok(PROMPT, return_tensors="pt"))
+
+    def generate():
+        return gpt2.generate(
+            **tok(PROMPT, return_tensors="pt"), max_new_tokens=8, pad_token_id=tok.eos_token_id
+        )
+
+    def backward():
+        out = gpt2(**tok(PROMPT, return_tensors="pt"), output_hidden_states=True)
+        grads = []
+        out.hidden_states[-2].register_hook(grads.append)
+        out.logits.sum().backward()
+        return grads
+
+    return {"generate8": generate, "backward": backward}.get(case, forward)
+
+
+def run_case(fixtures: Fixtures, libraries: dict, case: str, args) -> list[str]:
+    closures: dict = {"plain": plain_closure(fixtures, case)}
+    for name, nn in libraries.items():
+        if isinstance(nn, str):
+            closures[name] = "unavailable"
+            continue
+        llm = fixtures.wrapped(nn, "gpt2")
+        closures[name] = lambda nn=nn, llm=llm: CASES[case](nn, llm, PROMPT)
+    runnable = {k: v for k, v in closures.items() if not isinstance(v, str)}
+    grad = contextlib.nullcontext() if case == "backward" else torch.no_grad()
+    with grad:
+        samples = {**closures, **measure(runnable, args.rounds, args.batch_s)}
+    if case == "scan":
+        cells = [_ms(samples[name]) for name in ("nnsight_lab", "nnsight")]
+        return [case, "-", f"{cells[0]} ms total", f"{cells[1]} ms total", ratio(*cells)]
+    plain = samples["plain"]
+    lab, ref = (added_us(samples[name], plain) for name in ("nnsight_lab", "nnsight"))
+    return [case, f"{statistics.median(plain) * 1e6:.1f}", lab, ref, ratio(lab, ref)]
+
+
+def _ms(sample) -> str:
+    return sample if isinstance(sample, str) else f"{statistics.median(sample) * 1e3:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", choices=list(CASES))
+    args = parser.parse_args()
+    args.batch_s = 0.05 if args.quick else 0.2
+    args.grad = True
+    if args.quick:
+        args.rounds = 3
+    import transformers
+
+    transformers.logging.disable_progress_bar()
+    torch.set_num_threads(1)
+    libraries = load_libraries()
+    print_machine(libraries, args)
+    print_row(["case", "plain us", "nnsight_lab added us", "nnsight added us", "lab/nnsight"])
+    with tempfile.TemporaryDirectory() as folder:
+        save_gpt2(folder)
+        fixtures = Fixtures(folder)
+        for case in [args.only] if args.only else CASES:
+            try:
+                print_row(run_case(fixtures, libraries, case, args))
+            except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
+                print_row([case, short(exc), "-", "-", "-"])
+
+
+if __name__ == "__main__":
+    main()
