@@ -43,6 +43,10 @@ class LocalBackend:
             invokes = tracer.invokes
             if tracer.inputs:  # the trace's own input: rows that invokes with no input see
                 invokes = [Invoke(None, namespace, tracer.inputs, {}), *invokes]
+        elif not tracer.inputs and tracer.kwargs and tracer.model._kwargs_are_input:
+            # `model.trace(pixel_values=x)`: keyword-only input to a plain module
+            invokes = [Invoke(body, namespace, (), tracer.kwargs)]
+            tracer.kwargs = {}
         else:
             invokes = [Invoke(body, namespace, tracer.inputs, {})]
         run_invokes(tracer, invokes, self.call)

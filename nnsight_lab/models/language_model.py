@@ -45,6 +45,8 @@ class LanguageModel(NNsight):
         ...     logits = llm.lm_head.output.save()
     """
 
+    _kwargs_are_input = False  # keywords are model or generation settings
+
     def __init__(
         self,
         model: str | os.PathLike | nn.Module,

@@ -18,6 +18,10 @@ from ..errors import TracingError
 class NNsight(Envoy):
     """A traceable model: the root envoy of `module`.
 
+    Keyword arguments of `trace` with no positional input are the model's input
+    (`model.trace(pixel_values=x)`); subclasses whose keywords are settings say so
+    with `_kwargs_are_input = False`.
+
     Args:
         module: any PyTorch module. It is not copied or changed; a trace only
             routes its calls while the trace runs.
@@ -27,6 +31,8 @@ class NNsight(Envoy):
         >>> with model.trace(torch.rand(1, 5)):
         ...     hidden = model[0].output.save()
     """
+
+    _kwargs_are_input = True
 
     def __init__(self, module: nn.Module) -> None:
         if not isinstance(module, nn.Module):
