@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import TracingError
 from ..tracing import Body, CapturingContext, Layer, Namespace, SavingContext
-from ..tracing.frames import write_names
+from ..tracing.frames import release_locals, write_names
 from .backends import LOCAL, Invoke, start_cache
 from .cache import Cache
 from .iteration import Iteration, Steps
@@ -121,11 +121,12 @@ class Tracer(SavingContext):
         self.activate()
         try:
             saved = (self.backend or LOCAL)(self)
+            write_names(frame, saved)
         finally:
             self.deactivate()
             self.frame = None
             self.namespace = None
-        write_names(frame, saved)
+            release_locals(frame)
 
     def saved_from(self, namespace: Namespace) -> dict[str, Any]:
         """The variables of `namespace` that the body saved."""

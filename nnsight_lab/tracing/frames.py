@@ -74,3 +74,13 @@ def write_names(frame: FrameType, values: dict[str, Any]) -> None:
         return
     frame.f_locals.update(values)
     _locals_to_fast(frame, 0)
+
+
+def release_locals(frame: FrameType) -> None:
+    """Drop the snapshot of a function's variables that reading `f_locals` leaves on the frame.
+
+    Before Python 3.13 that snapshot dict lives as long as the frame and keeps every
+    variable it saw alive, even after the function `del`s it.
+    """
+    if frame.f_code.co_flags & _CO_OPTIMIZED and sys.version_info < (3, 13):
+        frame.f_locals.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+import weakref
 
 import greenlet
 import pytest
@@ -81,6 +82,17 @@ def test_repeated_traces_do_not_leak_memory(toy_net):
     grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(start, "filename"))
     tracemalloc.stop()
     assert grown < 64 * 1024, f"1,000 traces kept {grown} bytes"
+
+
+def test_a_deleted_model_is_freed_after_a_trace_in_a_function():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    model = NNsight(net)
+    with model.trace(torch.ones(1, 2)):
+        model[0].output.save()
+    freed = weakref.ref(net)
+    del net, model
+    gc.collect()
+    assert freed() is None
 
 
 def test_nested_traces_of_two_models(toy_net):
