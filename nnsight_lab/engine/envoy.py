@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import TracingError
+from .inputs import first_input, with_first_input
 from .mediator import current_mediator
 from .source import SourceView, source_view
 
@@ -113,19 +114,11 @@ class Envoy:
     @property
     def input(self) -> Any:
         """The module's first input: the first positional argument, else the first keyword."""
-        args, kwargs = self.inputs
-        if args:
-            return args[0]
-        return next(iter(kwargs.values()))
+        return first_input(self.inputs)
 
     @input.setter
     def input(self, value: Any) -> None:
-        args, kwargs = self.inputs
-        if args:
-            self.inputs = ((value, *args[1:]), kwargs)
-        else:
-            first = next(iter(kwargs))
-            self.inputs = (args, {**kwargs, first: value})
+        self.inputs = with_first_input(self.inputs, value)
 
     def skip(self, value: Any) -> None:
         """Do not run this module in this call; use `value` as its output.

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from ...errors import NotReachedError, OutOfOrderError, TracingError
+from ..inputs import first_input, with_first_input
 from ..mediator import _access, current_mediator
 from .listing import excerpt, listing
 from .probe import Callee, NoSourceError, Scope, is_sourced, module_source
@@ -144,16 +145,11 @@ class OperationEnvoy:
     @property
     def input(self) -> Any:
         """The call's first argument: the first positional one, else the first keyword."""
-        args, kwargs = self.inputs
-        return args[0] if args else next(iter(kwargs.values()))
+        return first_input(self.inputs)
 
     @input.setter
     def input(self, value: Any) -> None:
-        args, kwargs = self.inputs
-        if args:
-            self.inputs = ((value, *args[1:]), kwargs)
-        else:
-            self.inputs = (args, {**kwargs, next(iter(kwargs)): value})
+        self.inputs = with_first_input(self.inputs, value)
 
     @property
     def source(self) -> SourceView:

@@ -1,0 +1,19 @@
+"""A call's inputs `(args, kwargs)`, and its first input: what `.input` reads and replaces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def first_input(inputs: tuple[tuple, dict]) -> Any:
+    """The first positional argument, else the first keyword argument's value."""
+    args, kwargs = inputs
+    return args[0] if args else next(iter(kwargs.values()))
+
+
+def with_first_input(inputs: tuple[tuple, dict], value: Any) -> tuple[tuple, dict]:
+    """`inputs` with the first input (as `first_input` finds it) replaced by `value`."""
+    args, kwargs = inputs
+    if args:
+        return (value, *args[1:]), kwargs
+    return args, {**kwargs, next(iter(kwargs)): value}
