@@ -110,4 +110,7 @@ def _routed(router: Router, path: str, forward: Callable, module: nn.Module) -> 
         return output
 
     routed_forward.__routed__ = forward  # type: ignore[attr-defined]
+    # transformers reads `inspect.signature(model.forward)` to decide what to pass (e.g.
+    # `logits_to_keep` in generate): the wrapper must show the forward's own signature.
+    routed_forward.__wrapped__ = forward  # type: ignore[attr-defined]
     return routed_forward

@@ -10,6 +10,7 @@ import greenlet
 import pytest
 import torch
 
+import nnsight_lab
 from nnsight_lab import NNsight
 
 
@@ -106,3 +107,15 @@ def test_nested_traces_of_two_models(toy_net):
         final = outer.output.save()
     assert torch.allclose(projected, inner_net(toy_net.layer1(x)))
     assert torch.allclose(final, toy_net(x))
+
+
+def test_routed_forward_shows_the_original_signature(llm):
+    """transformers picks arguments from `inspect.signature(model.forward)` (e.g. generate's
+    `logits_to_keep`), so routing must not change what it sees."""
+    import inspect
+
+    expected = inspect.signature(llm._model.forward)
+    with llm.trace("Hello"):
+        seen = nnsight_lab.save(inspect.signature(llm._model.forward))
+        llm.lm_head.output  # noqa: B018  (routes the model: a body waits)
+    assert seen == expected and "logits_to_keep" in seen.parameters
