@@ -28,6 +28,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q "nnsight==0.8.1" || echo "nnsight not installed: lab column only"
 	$(BIN)/python bench/bench_core.py
+	$(BIN)/python bench/bench_features.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
