@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from ..errors import TracingError
 from ..tracing import Body, Namespace
 from ..tracing import rewrite as names
@@ -68,7 +70,22 @@ def helpers(save: Callable[[Any], Any]) -> dict[str, Any]:
         names.GRAD: grad_of,
         names.SET_GRAD: set_grad,
         names.BACKWARD: Backward,
+        names.SOURCE: source_of,
     }
+
+
+def source_of(value: Any) -> Any:
+    """`value.source` in a trace body, with a clear error for a tensor."""
+    try:
+        return value.source
+    except AttributeError:
+        if isinstance(value, torch.Tensor):
+            raise TracingError(
+                f"`.source` lists the operations inside a module's forward, and this is a "
+                f"{type(value).__name__}, not a module: use it on the module, e.g. "
+                "`model.layer1.source`."
+            ) from None
+        raise
 
 
 def start_cache(interleaver: Interleaver, cache: Cache) -> None:

@@ -5,6 +5,8 @@
 - `x.grad` -> `__nnsight_grad__(x)` and `x.grad = v` -> `__nnsight_set_grad__(x, v)`:
   inside `with loss.backward():` a tensor's gradient is read where backward
   reaches it; elsewhere it is torch's `.grad`, with a clear error when that is None.
+- `x.source` -> `__nnsight_source__(x)`: a clear error when `x` is a tensor (a
+  weight, an activation) rather than a module or an operation.
 - `with loss.backward(...):` -> `with __nnsight_backward__(loss, ...):`: the
   block's body runs alongside the backward pass (a plain `loss.backward()`
   statement is left alone and runs backward at once).
@@ -20,6 +22,7 @@ SAVE = "__nnsight_save__"
 GRAD = "__nnsight_grad__"
 SET_GRAD = "__nnsight_set_grad__"
 BACKWARD = "__nnsight_backward__"
+SOURCE = "__nnsight_source__"
 
 
 def _call(name: str, args: list[ast.expr], keywords: list[ast.keyword], like: ast.AST) -> ast.Call:
@@ -41,6 +44,8 @@ class BodyRewriter(ast.NodeTransformer):
         self.generic_visit(node)
         if node.attr == "grad" and isinstance(node.ctx, ast.Load):
             return _call(GRAD, [node.value], [], node)
+        if node.attr == "source" and isinstance(node.ctx, ast.Load):
+            return _call(SOURCE, [node.value], [], node)
         return node
 
     def visit_Assign(self, node: ast.Assign) -> ast.AST:

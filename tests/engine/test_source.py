@@ -332,3 +332,10 @@ def test_sourcing_does_not_keep_a_module_alive():
     del net
     gc.collect()
     assert freed() is None
+
+
+def test_source_of_a_weight_in_a_trace_is_a_clear_error(toy_net):
+    model = NNsight(toy_net)
+    with pytest.raises(TracingError, match="not a module"):
+        with model.trace(torch.rand(1, 5)):
+            model.layer1.weight.source  # noqa: B018
