@@ -284,7 +284,9 @@ def print_row(cells: list[str]) -> None:
     )
 
 
-def run(args) -> None:
+@contextlib.contextmanager
+def setup(args):
+    """Machine info and table header printed; yields (fixtures, libraries) for the run."""
     import transformers
 
     transformers.logging.disable_progress_bar()
@@ -294,7 +296,11 @@ def run(args) -> None:
     print_row(["case", "plain us", "nnsight_lab added us", "nnsight added us", "lab/nnsight"])
     with tempfile.TemporaryDirectory() as folder:
         save_gpt2(folder)
-        fixtures = Fixtures(folder)
+        yield Fixtures(folder), libraries
+
+
+def run(args) -> None:
+    with setup(args) as (fixtures, libraries):
         grad = contextlib.nullcontext() if args.grad else torch.no_grad()
         with grad:
             for case in [args.only] if args.only else CASES:

@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import statistics
 import sys
-import tempfile
 
 import torch
 
@@ -30,12 +29,10 @@ from bench_core import (  # noqa: E402
     PROMPT,
     Fixtures,
     added_us,
-    load_libraries,
     measure,
-    print_machine,
     print_row,
     ratio,
-    save_gpt2,
+    setup,
     short,
 )
 
@@ -133,16 +130,7 @@ def main() -> None:
     args.grad = True
     if args.quick:
         args.rounds = 3
-    import transformers
-
-    transformers.logging.disable_progress_bar()
-    torch.set_num_threads(1)
-    libraries = load_libraries()
-    print_machine(libraries, args)
-    print_row(["case", "plain us", "nnsight_lab added us", "nnsight added us", "lab/nnsight"])
-    with tempfile.TemporaryDirectory() as folder:
-        save_gpt2(folder)
-        fixtures = Fixtures(folder)
+    with setup(args) as (fixtures, libraries):
         for case in [args.only] if args.only else CASES:
             try:
                 print_row(run_case(fixtures, libraries, case, args))
