@@ -89,10 +89,10 @@ class _iterating:
 
     def __enter__(self) -> None:
         self.previous = self.mediator.iteration
-        self.mediator.iterating.append(self.after)
+        self.mediator.iterating += 1
 
     def __exit__(self, kind: type | None, *exc: object) -> None:
-        self.mediator.iterating.pop()
+        self.mediator.iterating -= 1
         self.mediator.iteration = self.previous
         if kind is IterationOver and self.after is not None:
             self.mediator.skipped_line = self.after  # unwinding outwards: the outermost wins

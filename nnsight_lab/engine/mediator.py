@@ -69,7 +69,7 @@ class Mediator:
         self.rows = rows
         self.deferred = deferred  # runs after the model, reading only what it returned
         self.iteration = 0  # the call (step) of every module this body reads now
-        self.iterating: list[int | None] = []  # open `tracer.iter` blocks: line after each
+        self.iterating = 0  # how many `tracer.iter` blocks are open around the body's code
         self.skipped_line: int | None = None  # first line an ended iteration kept from running
         self.waits = 0  # how many times the body has waited for the model
         self.generating = False  # steps are generation steps (calls of the root module)
@@ -138,20 +138,13 @@ class Mediator:
         """The value at `path.kind` of this mediator's current call, cut to its rows."""
         if self.deferred:
             return self._returned(path, kind)
-        location = f"{path}.{kind}.{self.iteration}"
-        interleaver = self.interleaver
-        if interleaver.location != location:  # type: ignore[union-attr]
-            self._wait(location, path, kind)
-        value = interleaver.value  # type: ignore[union-attr]
+        value = self._arrive(path, kind).value
         return value if self.rows is None else self.view(value)
 
     def set(self, path: str, kind: str, value: Any) -> None:
         """Replace this mediator's rows of the value at `path.kind`."""
-        location = f"{path}.{kind}.{self.iteration}"
-        interleaver = self.interleaver
-        if interleaver.location != location:  # type: ignore[union-attr]
-            self._wait(location, path, kind)
-        interleaver.value = value if self.rows is None else self.merge(interleaver.value, value)  # type: ignore[union-attr]
+        interleaver = self._arrive(path, kind)
+        interleaver.value = value if self.rows is None else self.merge(interleaver.value, value)
 
     def skip(self, path: str, value: Any) -> None:
         """Do not run the module at `path` in this call; use `value` as its output."""
@@ -160,11 +153,7 @@ class Mediator:
                 "`.skip()` replaces the module for the whole batch, so it cannot be used in one "
                 "invoke of several: skip it in a trace with a single input."
             )
-        location = f"{path}.input.{self.iteration}"
-        interleaver = self.interleaver
-        if interleaver.location != location:  # type: ignore[union-attr]
-            self._wait(location, path, "input")
-        interleaver.skips[path] = value  # type: ignore[union-attr]
+        self._arrive(path, "input").skips[path] = value
 
     def _returned(self, path: str, kind: str) -> Any:
         """For a deferred body: the model's result, the one value left after it ran."""
@@ -193,6 +182,15 @@ class Mediator:
         self.state = state
         assert self.greenlet is not None and self.greenlet.parent is not None
         self.greenlet.parent.switch()
+
+    def _arrive(self, path: str, kind: str) -> Interleaver:
+        """Wait (unless the model is there now) until the model reaches `path.kind`."""
+        location = f"{path}.{kind}.{self.iteration}"
+        interleaver = self.interleaver
+        assert interleaver is not None
+        if interleaver.location != location:
+            self._wait(location, path, kind)
+        return interleaver
 
     def _wait(self, location: str, path: str, kind: str) -> None:
         interleaver = self.interleaver
