@@ -22,6 +22,7 @@ def test_loading_is_lazy_until_the_first_trace(tiny_gpt2_path):
     assert not llm.dispatched
     assert llm._model.lm_head.weight.device.type == "meta"
     assert "GPT2LMHeadModel" in repr(llm)
+    assert "(generator): Generator(\n    (streamer): Streamer()" in repr(llm)
     with llm.trace(PROMPT):
         logits = llm.lm_head.output.save()
     assert llm.dispatched and logits.device.type == "cpu"
