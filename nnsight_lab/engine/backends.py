@@ -36,9 +36,9 @@ class LocalBackend:
     """Runs the trace in this process, on the model in memory."""
 
     def __call__(self, tracer: Tracer) -> dict[str, Any]:
-        body, frame = tracer.body, tracer.frame
-        assert body is not None and frame is not None
-        namespace = Namespace(frame.f_locals, frame.f_globals, helpers(self.saver(tracer)))
+        body, scope = tracer.body, tracer.scope
+        assert body is not None and scope is not None
+        namespace = Namespace(*scope, helpers(self.saver(tracer)))
         tracer.namespace = namespace
         if body.has_invokes:
             exec(body.code, namespace)  # collects the invokes

@@ -58,7 +58,7 @@ class Tracer(SavingContext):
         self.pending_cache: Cache | None = None
         self.invokes: list[Invoke] = []
         self.namespace: Namespace | None = None
-        self.frame: FrameType | None = None
+        self.scope: tuple[dict, dict] | None = None  # the caller's (locals, globals)
         self.result: Any = None
 
     def invoke(self, *inputs: Any, **kwargs: Any) -> Invoker:
@@ -117,16 +117,23 @@ class Tracer(SavingContext):
         return cache
 
     def run(self, body: Body, frame: FrameType) -> None:
-        self.frame = frame
+        try:
+            write_names(frame, self.execute(body, frame.f_locals, frame.f_globals))
+        finally:
+            release_locals(frame)
+
+    def execute(self, body: Body, caller_locals: dict, caller_globals: dict) -> dict[str, Any]:
+        """Run `body` as this trace's body, reading the caller's variables from the two
+        dicts; returns the values it saved, by name. (`with` calls this; so does the
+        `%%trace` cell magic, with a body compiled from the cell.)"""
+        self.body, self.scope = body, (caller_locals, caller_globals)
         self.activate()
         try:
-            saved = (self.backend or LOCAL)(self)
-            write_names(frame, saved)
+            return (self.backend or LOCAL)(self)
         finally:
             self.deactivate()
-            self.frame = None
+            self.scope = None
             self.namespace = None
-            release_locals(frame)
 
     def saved_from(self, namespace: Namespace) -> dict[str, Any]:
         """The variables of `namespace` that the body saved."""
