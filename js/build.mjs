@@ -5,10 +5,11 @@ import { readFile } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as esbuild from "esbuild";
+import { OUT_DIR, WIDGETS } from "./widgets.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-export const WIDGETS = ["module_tree", "source_view", "attention_view", "patching_heatmap"];
-export const OUT_DIR = resolve(here, "../nnsight_lab/jupyter/static");
+
+export { OUT_DIR, WIDGETS };
 
 const rawCss = {
   name: "raw-css",
