@@ -34,3 +34,14 @@ __all__ = [
     "save",
 ]
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(shell: object) -> None:
+    """`%load_ext nnsight_lab`: the `%%trace` cell magic and rich displays of models.
+
+    The Jupyter layer is imported here, not at `import nnsight_lab`, so that scripts
+    and model servers do not load the widget libraries.
+    """
+    from .jupyter import load_ipython_extension as load
+
+    load(shell)

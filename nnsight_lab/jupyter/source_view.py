@@ -1,0 +1,88 @@
+"""`SourceView`: a module's forward source with each operation's name beside its line.
+
+The widget gets the listing as plain rows (line number, text, operation names); a
+click on a name writes the code that reads it (`llm.transformer.h[0].attn.source.
+self_c_attn_0.output`) to `selected` and the clipboard.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..engine.envoy import Envoy
+from ..engine.source import SourceView as Listing
+from ..models.nnsight import NNsight
+from .serialization import access_path
+
+_STATIC = pathlib.Path(__file__).parent / "static"
+
+
+class SourceView(anywidget.AnyWidget):
+    """The `.source` listing of a module, as a widget.
+
+    Args:
+        module: an envoy (`llm.transformer.h[0].attn`) or a `.source` listing.
+        name: the model's variable name, for the copied code (default: found in the
+            caller's variables, else `"model"`).
+
+    Example:
+        >>> SourceView(llm.transformer.h[0].attn)
+    """
+
+    _esm = _STATIC / "source_view.js"
+    module_path = traitlets.Unicode("").tag(sync=True)
+    lines = traitlets.List(traitlets.Dict()).tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)
+
+    def __init__(self, module: Envoy | Listing, *, name: str | None = None) -> None:
+        if isinstance(module, Envoy):
+            listing = module.source
+        elif isinstance(module, Listing):
+            listing = module
+        else:
+            raise TypeError(
+                f"SourceView shows the forward of a module, got {type(module).__name__}: pass "
+                "a module of a wrapped model, e.g. `SourceView(llm.transformer.h[0].attn)`."
+            )
+        owner = module._module if isinstance(module, Envoy) else None
+        root = name or _model_name(sys._getframe(1), owner) or "model"
+        super().__init__(module_path=_owner_path(listing, root), lines=listing_rows(listing))
+
+
+def listing_rows(listing: Listing) -> list[dict[str, Any]]:
+    """One row per source line: its number (from the `def` line, `*` for decorators),
+    its text and the operations called on it, in execution order."""
+    compiled = listing._compiled
+    on_row: dict[int, list[str]] = {}
+    for op in compiled.names:
+        on_row.setdefault(compiled.rows[op], []).append(op)
+    return [
+        {
+            "number": "*" if row < compiled.def_row else str(row - compiled.def_row),
+            "text": text,
+            "ops": on_row.get(row, []),
+        }
+        for row, text in enumerate(compiled.lines)
+    ]
+
+
+def _owner_path(listing: Listing, root: str) -> str:
+    # An operation's path holds ".source." (`model.h.0.attn.source.attention_interface_0`).
+    module, _, operation = listing._owner.partition(".source.")
+    path = access_path(module, root)
+    return f"{path}.source.{operation}.source" if operation else path
+
+
+def _model_name(frame: Any, module: Any) -> str | None:
+    """The caller's name for the wrapped model that holds `module` (any model if None)."""
+    for scope in (frame.f_locals, frame.f_globals):
+        for key, value in scope.items():
+            if isinstance(value, NNsight) and not key.startswith("_"):
+                if module is None or any(m is module for m in value._model.modules()):
+                    return key
+    return None

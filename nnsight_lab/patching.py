@@ -1,0 +1,211 @@
+"""Activation patching sweeps: how much of a behaviour one activation carries.
+
+`activation_patching` runs the clean prompt once, keeping each block's activation,
+then runs the corrupted prompt with one (layer, position) activation replaced by
+the clean one, for every pair, and measures `metric(logits)` of each patched run.
+The patched runs are rows of one batch: each chunk of patches is one trace, one
+forward pass, whose body patches every row at its own layer and position, so a
+sweep costs a few forward passes instead of one trace per patch.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .engine.envoy import Envoy
+from .models.nnsight import NNsight
+from .tracing import save
+
+Metric = Callable[[torch.Tensor], Any]
+
+COMPONENTS = {
+    "resid": (),  # the block's output: the residual stream after the block
+    "attn": ("attn", "self_attn", "attention", "self_attention"),
+    "mlp": ("mlp", "feed_forward", "ffn"),
+}
+_BLOCK_LISTS = ("transformer.h", "model.layers", "gpt_neox.layers", "model.decoder.layers")
+
+
+def activation_patching(
+    model: NNsight,
+    clean: Any,
+    corrupted: Any,
+    metric: Metric,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    component: str = "resid",
+    *,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    """Patch clean activations into the corrupted run, one (layer, position) at a time.
+
+    Args:
+        model: a wrapped language model (`LanguageModel`, or `NNsight` of a model
+            taking token ids).
+        clean, corrupted: the two prompts (strings or token ids), of equal token length.
+        metric: gets the logits of one patched run, `[1, seq, vocab]`, and returns a scalar.
+        layers: block indices to patch (default: all).
+        positions: token positions to patch (default: all).
+        component: `"resid"` (the block's output), `"attn"` or `"mlp"` (that sublayer's
+            output inside the block).
+        batch_size: patched runs per forward pass (default: as many as fit in ~1 GiB
+            of activations and logits).
+        progress: show a progress line (default: when there is more than one chunk).
+
+    Returns:
+        `[len(layers), len(positions)]`: `metric` of each patched run.
+
+    Raises:
+        ValueError: unknown component, prompts of different lengths, indices out of range.
+
+    Example:
+        >>> def logit_diff(logits):
+        ...     return logits[0, -1, paris] - logits[0, -1, rome]
+        >>> result = activation_patching(llm, clean, corrupted, logit_diff, layers=range(4))
+    """
+    blocks = find_blocks(model)
+    clean_ids, corrupted_ids = _token_ids(model, clean), _token_ids(model, corrupted)
+    if clean_ids.shape != corrupted_ids.shape:
+        raise ValueError(
+            f"clean and corrupted prompts must have the same number of tokens to patch position "
+            f"by position; got {clean_ids.shape[-1]} and {corrupted_ids.shape[-1]}. Pad or "
+            "reword one of them."
+        )
+    layers = _indices(layers, len(blocks), "layer")
+    positions = _indices(positions, clean_ids.shape[-1], "position")
+    sites = [_site(blocks[layer], component) for layer in layers]
+    clean_values = _clean_activations(model, clean_ids, sites)
+    patches = [(i, j) for i in range(len(layers)) for j in range(len(positions))]
+    size = batch_size or _fitting_batch(model, clean_ids.shape[-1], len(blocks))
+    chunks = [patches[start : start + size] for start in range(0, len(patches), size)]
+    show = progress if progress is not None else len(chunks) > 1
+    result = torch.empty(len(layers), len(positions))
+    for done, chunk in enumerate(chunks, start=1):
+        rows = [(i, positions[j]) for i, j in chunk]
+        values = _patched_metrics(model, corrupted_ids, sites, clean_values, rows, metric)
+        for (i, j), value in zip(chunk, values, strict=True):
+            result[i, j] = value
+        if show:
+            print(f"\ractivation patching: {done}/{len(chunks)} chunks", end="", file=sys.stderr)
+    if show:
+        print(file=sys.stderr)
+    return result
+
+
+def find_blocks(model: Envoy) -> Envoy:
+    """The model's list of transformer blocks (`transformer.h`, `model.layers`, ...).
+
+    Raises:
+        ValueError: no block list is found.
+    """
+    for path in _BLOCK_LISTS:
+        envoy: Any = model
+        for name in path.split("."):
+            envoy = envoy._children.get(name) if isinstance(envoy, Envoy) else None
+        if isinstance(envoy, Envoy) and isinstance(envoy._module, nn.ModuleList):
+            return envoy
+    lists = [e for e in model.modules() if isinstance(e._module, nn.ModuleList) and len(e)]
+    if not lists:
+        raise ValueError(
+            f"no list of blocks found in {type(model._module).__name__}: activation patching "
+            "needs the model's layers as a torch.nn.ModuleList."
+        )
+    return max(lists, key=lambda e: sum(p.numel() for p in e._module.parameters()))
+
+
+def _site(block: Envoy, component: str) -> Envoy:
+    """The envoy whose output is patched: the block, or its attention / MLP."""
+    if component not in COMPONENTS:
+        raise ValueError(f"component must be one of {sorted(COMPONENTS)}, got {component!r}")
+    if component == "resid":
+        return block
+    for name in COMPONENTS[component]:
+        if name in block._children:
+            return block._children[name]
+    raise ValueError(
+        f"{block._path} ({type(block._module).__name__}) has no {component} submodule named "
+        f"{' or '.join(COMPONENTS[component])}; its children are {list(block._children)}."
+    )
+
+
+def _clean_activations(model: NNsight, ids: torch.Tensor, sites: list[Envoy]) -> list:
+    with model.trace(ids):
+        values = [_hidden(site.output).clone() for site in sites]
+        save(values)
+    return values
+
+
+def _patched_metrics(
+    model: NNsight,
+    ids: torch.Tensor,
+    sites: list[Envoy],
+    clean: list[torch.Tensor],
+    rows: list[tuple[int, int]],
+    metric: Metric,
+) -> list[Any]:
+    """One forward pass of `len(rows)` copies of `ids`; row r patched at `rows[r]`."""
+    by_site: dict[int, list[tuple[int, int]]] = {}
+    for row, (site, position) in enumerate(rows):
+        by_site.setdefault(site, []).append((row, position))
+    with model.trace(ids.repeat(len(rows), 1)):
+        for site in sorted(by_site):  # in forward order
+            hidden = _hidden(sites[site].output)
+            for row, position in by_site[site]:
+                hidden[row, position] = clean[site][0, position]
+        logits = _logits(model.output)
+        values = [_scalar(metric(logits[row : row + 1])) for row in range(len(rows))]
+        save(values)
+    return values
+
+
+def _hidden(output: Any) -> torch.Tensor:
+    """The hidden states in a block's output (a tensor, or the first item of a tuple)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _logits(output: Any) -> torch.Tensor:
+    return output.logits if hasattr(output, "logits") else _hidden(output)
+
+
+def _scalar(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"metric must return a scalar, got a tensor of shape {value.shape}")
+        return float(value.item())
+    return float(value)
+
+
+def _token_ids(model: NNsight, prompt: Any) -> torch.Tensor:
+    """The prompt as a `[1, seq]` tensor of token ids."""
+    if isinstance(prompt, str):
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise TypeError("string prompts need a model with a tokenizer (a LanguageModel)")
+        return torch.tensor([tokenizer(prompt)["input_ids"]])
+    ids = torch.as_tensor(prompt)
+    return ids.unsqueeze(0) if ids.dim() == 1 else ids
+
+
+def _indices(indices: Sequence[int] | None, count: int, name: str) -> list[int]:
+    if indices is None:
+        return list(range(count))
+    result = [int(i) for i in indices]
+    for i in result:
+        if not -count <= i < count:
+            raise ValueError(f"{name} {i} is out of range: there are {count}")
+    return [i % count for i in result]
+
+
+def _fitting_batch(model: NNsight, seq: int, blocks: int, budget: int = 1 << 30) -> int:
+    """How many patched runs fit in `budget` bytes of activations and logits."""
+    config = getattr(model._module, "config", None)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None) or 1024
+    vocab = getattr(config, "vocab_size", None) or 50_000
+    per_row = seq * (vocab + 4 * hidden * blocks) * 4
+    return max(1, min(256, budget // per_row))

@@ -1,0 +1,96 @@
+"""`activation_patching` against the same sweep done by hand with plain torch hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nnsight_lab.patching import activation_patching, find_blocks
+
+CLEAN = "The Eiffel Tower is in the city of"
+CORRUPTED = "The Colosseum is in the city of"
+
+
+def _reference(hf_model, clean_ids, corrupted_ids, metric, module_of, layers, positions):
+    """Patch one (layer, position) at a time with forward hooks on the plain model."""
+    stored = {}
+    hooks = [
+        module_of(layer).register_forward_hook(
+            lambda m, i, o, layer=layer: stored.__setitem__(layer, _hidden(o).clone())
+        )
+        for layer in layers
+    ]
+    with torch.no_grad():
+        hf_model(clean_ids)
+    for hook in hooks:
+        hook.remove()
+    result = torch.empty(len(layers), len(positions))
+    for i, layer in enumerate(layers):
+        for j, position in enumerate(positions):
+
+            def patch(m, inputs, output, layer=layer, position=position):
+                _hidden(output)[:, position] = stored[layer][:, position]
+
+            hook = module_of(layer).register_forward_hook(patch)
+            with torch.no_grad():
+                result[i, j] = float(metric(hf_model(corrupted_ids).logits))
+            hook.remove()
+    return result
+
+
+def _hidden(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+@pytest.mark.parametrize("component", ["resid", "attn", "mlp"])
+def test_sweep_equals_a_plain_per_patch_loop(llm, hf_gpt2, gpt2_tokenizer, component):
+    clean = torch.tensor([gpt2_tokenizer(CLEAN)["input_ids"]])
+    corrupted = torch.tensor([gpt2_tokenizer(CORRUPTED)["input_ids"]])
+    assert clean.shape == corrupted.shape and not torch.equal(clean, corrupted)
+    target = int(clean[0, -1])
+
+    def metric(logits):
+        return logits[0, -1].log_softmax(-1)[target]
+
+    names = {"resid": None, "attn": "attn", "mlp": "mlp"}
+
+    def module_of(layer):
+        block = hf_gpt2.transformer.h[layer]
+        return block if names[component] is None else getattr(block, names[component])
+
+    layers, positions = [0, 1], list(range(clean.shape[1]))
+    expected = _reference(hf_gpt2, clean, corrupted, metric, module_of, layers, positions)
+    got = activation_patching(llm, CLEAN, CORRUPTED, metric, component=component, batch_size=5)
+    assert got.shape == (2, clean.shape[1])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert got.abs().sum() > 0 and not torch.allclose(got, got[0, 0])  # patches differ
+
+
+def test_chunking_does_not_change_the_result(llm):
+    def metric(logits):
+        return logits[0, -1, 7]
+
+    one = activation_patching(llm, CLEAN, CORRUPTED, metric, layers=[1], positions=[0, 2, 4])
+    many = activation_patching(
+        llm, CLEAN, CORRUPTED, metric, layers=[1], positions=[0, 2, 4], batch_size=1, progress=False
+    )
+    torch.testing.assert_close(one, many)
+
+
+def test_bad_arguments_name_the_fix(llm):
+    with pytest.raises(ValueError, match="same number of tokens"):
+        activation_patching(llm, CLEAN, "Paris", lambda logits: logits.sum())
+    with pytest.raises(ValueError, match="component must be one of"):
+        activation_patching(llm, CLEAN, CORRUPTED, lambda logits: logits.sum(), component="x")
+    with pytest.raises(ValueError, match="layer 9 is out of range"):
+        activation_patching(llm, CLEAN, CORRUPTED, lambda logits: logits.sum(), layers=[9])
+    with pytest.raises(ValueError, match="must return a scalar"):
+        activation_patching(llm, CLEAN, CORRUPTED, lambda logits: logits, layers=[0])
+
+
+def test_finds_the_block_list(llm, tiny_llama_path):
+    from nnsight_lab import LanguageModel
+
+    assert find_blocks(llm)._path == "model.transformer.h"
+    llama = LanguageModel(str(tiny_llama_path))
+    assert find_blocks(llama)._path == "model.model.layers"
