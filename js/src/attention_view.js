@@ -35,7 +35,9 @@ function thumbSize(q, k) {
 }
 
 function render({ model, el }) {
-  const root = mountRoot(el, "nnsight-attention-view", css);
+  const { root, stop: stopAttach } = mountRoot(el, "nnsight-attention-view", css, () =>
+    redrawAll(),
+  );
   const layerSelect = h("select", { class: "nnsight-layer-select", "aria-label": "layer" });
   const layerPicker = h("label", { class: "nnsight-layer-picker" }, ["layer ", layerSelect]);
   const headInfo = h("span", { class: "nnsight-head-info" });
@@ -253,6 +255,7 @@ function render({ model, el }) {
 
   return () => {
     schedule.cancel();
+    stopAttach();
     offData();
     offView();
     stopTheme();

@@ -137,7 +137,7 @@ function groupRow(row, index) {
 }
 
 function render({ model, el }) {
-  const root = mountRoot(el, "nnsight-module-tree", css);
+  const { root, stop: stopAttach } = mountRoot(el, "nnsight-module-tree", css);
   const search = h("input", {
     class: "nnsight-tree-search",
     type: "search",
@@ -246,6 +246,7 @@ function render({ model, el }) {
 
   return () => {
     schedule.cancel();
+    stopAttach();
     offQuery();
     offSelected();
     offData();

@@ -37,7 +37,9 @@ function labelStep(size) {
 }
 
 function render({ model, el }) {
-  const root = mountRoot(el, "nnsight-patching-heatmap", css);
+  const { root, stop: stopAttach } = mountRoot(el, "nnsight-patching-heatmap", css, () =>
+    schedule(),
+  );
   const title = h("div", { class: "nnsight-title" });
   const componentSelect = h("select", {
     class: "nnsight-component-select",
@@ -307,6 +309,7 @@ function render({ model, el }) {
 
   return () => {
     schedule.cancel();
+    stopAttach();
     offData();
     offSelected();
     stopTheme();

@@ -46,7 +46,7 @@ function lineRow(line, modulePath, selected) {
 }
 
 function render({ model, el }) {
-  const root = mountRoot(el, "nnsight-source-view", css);
+  const { root, stop: stopAttach } = mountRoot(el, "nnsight-source-view", css);
   const heading = h("span", { class: "nnsight-module-path" });
   const hint = h("span", { class: "nnsight-muted", text: "click an operation to select it" });
   const listing = h("div", { class: "nnsight-listing" });
@@ -98,6 +98,7 @@ function render({ model, el }) {
 
   return () => {
     schedule.cancel();
+    stopAttach();
     off();
     listing.removeEventListener("click", onClick);
     root.remove();

@@ -143,6 +143,21 @@ describe("PatchingHeatmap", () => {
     );
   });
 
+  it("redraws with the page's styles once a detached element is attached", async () => {
+    const host = document.createElement("div");
+    document.body.append(host);
+    const shadow = host.attachShadow({ mode: "open" });
+    const el = document.createElement("div"); // rendered before it is attached
+    widget.render({ model: model(), el });
+    const canvas = el.querySelector(".nnsight-heatmap-canvas");
+    const spy = vi.spyOn(canvas.getContext("2d"), "putImageData");
+    expect(shadow.querySelector("style")).toBeNull();
+    shadow.append(el);
+    await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+    expect(spy).toHaveBeenCalled();
+    expect(shadow.querySelectorAll("style[data-nnsight-style]")).toHaveLength(2);
+  });
+
   it("cleans up its listeners", () => {
     const m = model();
     const { cleanup } = mount(widget, m);

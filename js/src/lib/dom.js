@@ -24,3 +24,26 @@ export function h(tag, props = {}, children = []) {
 export function setClass(el, className, on) {
   el.classList.toggle(className, Boolean(on));
 }
+
+/**
+ * Call `callback` once `el` is in a document. Notebook frontends may render a
+ * widget before attaching it, when neither the theme nor a shadow root can be
+ * seen yet. Polls once a frame for at most `maxFrames`; returns a cancel function.
+ */
+export function whenConnected(el, callback, maxFrames = 600) {
+  const raf = globalThis.requestAnimationFrame;
+  if (el.isConnected || typeof raf !== "function") return () => {};
+  let frames = 0;
+  let id = 0;
+  let stopped = false;
+  const tick = () => {
+    if (stopped) return;
+    if (el.isConnected) callback();
+    else if (++frames < maxFrames) id = raf(tick);
+  };
+  id = raf(tick);
+  return () => {
+    stopped = true;
+    globalThis.cancelAnimationFrame?.(id);
+  };
+}

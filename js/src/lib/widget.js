@@ -1,12 +1,25 @@
 /** The root element every widget renders into, with the shared and its own stylesheet. */
 import baseCss from "../styles/base.css?raw";
-import { h } from "./dom.js";
+import { h, whenConnected } from "./dom.js";
 import { injectStyle } from "./style.js";
 
-export function mountRoot(el, className, css) {
-  injectStyle(el, "base", baseCss);
-  injectStyle(el, className, css);
+/**
+ * Append the root <div class="nnsight-widget CLASS"> to `el` and add the
+ * stylesheets. When `el` is not in a document yet, the sheets are added again
+ * once it is (so they land in the right shadow root) and `onAttach` runs (to
+ * redraw canvases with the theme's real colours). Returns { root, stop }.
+ */
+export function mountRoot(el, className, css, onAttach) {
+  const addStyles = () => {
+    injectStyle(el, "base", baseCss);
+    injectStyle(el, className, css);
+  };
+  addStyles();
   const root = h("div", { class: `nnsight-widget ${className}` });
   el.append(root);
-  return root;
+  const stop = whenConnected(root, () => {
+    addStyles();
+    onAttach?.();
+  });
+  return { root, stop };
 }
