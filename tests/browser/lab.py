@@ -1,8 +1,8 @@
 """Driving a JupyterLab notebook from Playwright: run cells, read outputs, inspect canvases.
 
 Cells run through Lab's own command registry (``notebook:run-cell``, what
-Shift+Enter and the Run menu call), one at a time, so each widget cell gets
-its own figures:
+Run > "Run Selected Cell and Do not Advance" calls), one at a time, so each
+widget cell gets its own figures:
 
 * ``render_ms``: ``performance.now()`` in the page from just before the
   run command is issued to the first animation frame at which the widget's
@@ -11,9 +11,13 @@ its own figures:
   drawn). This includes the round trip to the kernel, the Python-side
   widget construction and serialisation, the comm messages, loading the
   widget's ESM module, decoding and drawing.
+* ``exec_ms``: from the same start until the run command resolves (the
+  execute reply and the kernel's idle status have arrived); a widget can
+  render before that.
 * ``wire_bytes``: payload bytes of every kernel websocket frame
   (``/api/kernels/*/channels``, both directions) seen by Playwright between
-  issuing the command and the render check succeeding.
+  issuing the command and the render check succeeding;
+  ``wire_bytes_until_done`` counts on until the run command resolved.
 
 Canvas pixels are read by copying the canvas onto a scratch 2D canvas
 (``drawImage``), never by calling ``getContext`` on the widget's canvas,
@@ -46,13 +50,14 @@ window.__nnsightTest = {
     ctx.drawImage(canvas, 0, 0);
     const px = new Uint32Array(ctx.getImageData(0, 0, w, h).data.buffer);
     const colors = new Set();
-    let painted = 0;
+    let painted = 0, hash = 2166136261;
     for (let i = 0; i < px.length; i++) {
       if (px[i] !== 0) painted++;
       if (colors.size < 4096) colors.add(px[i]);
       if (!full && colors.size >= 2) return {...out, distinct: 2, painted: 1};
+      hash = Math.imul(hash ^ px[i], 16777619) >>> 0;
     }
-    return {...out, distinct: colors.size, painted: painted / px.length};
+    return {...out, distinct: colors.size, painted: painted / px.length, hash};
   },
   visible(el) {
     if (!el) return false;
@@ -87,8 +92,10 @@ RUN_CELL = """async ({index, root, canvas, timeoutMs}) => {
   nb.deselectAll();
   let executed = null, failed = null;
   const t0 = performance.now();
-  app.commands.execute('notebook:run-cell').then(
-    () => { executed = performance.now(); }, e => { failed = String(e); executed = -1; });
+  // Kept for FINISH_RUN: the widget may render before the kernel's reply arrives.
+  T.pending = app.commands.execute('notebook:run-cell').then(
+    () => { executed = performance.now(); }, e => { failed = String(e); executed = -1; })
+    .then(() => ({execMs: executed - t0, failed}));
   const rendered = () => {
     if (!root) return executed !== null;
     const el = cell.node.querySelector(`.jp-OutputArea ${root}`);
@@ -112,6 +119,12 @@ RUN_CELL = """async ({index, root, canvas, timeoutMs}) => {
   }
 }"""
 
+# Resolves when the last RUN_CELL's run command has finished (reply and idle status in).
+FINISH_RUN = """async (timeoutMs) => Promise.race([
+  window.__nnsightTest.pending,
+  new Promise(r => setTimeout(() => r({execMs: null, failed: 'run still pending'}), timeoutMs)),
+])"""
+
 APPEND_CELL = """(source) => {
   const nb = window.jupyterapp.shell.currentWidget.content;
   const index = nb.model.cells.length;
@@ -129,7 +142,10 @@ class CellRun:
     rendered: bool
     exec_ms: float | None
     render_ms: float | None
+    #: Kernel websocket bytes from issuing the run command until the render check passed ...
     wire_bytes: int
+    #: ... and until the run command had finished (execute reply and idle status received).
+    wire_bytes_until_done: int
     errors: list[str]
     text: str
 
@@ -188,6 +204,7 @@ class Lab:
         """Load the notebook and wait until its kernel is connected and idle."""
         self.page.goto(url, wait_until="domcontentloaded", timeout=timeout_s * 1000)
         self.page.wait_for_function(NOTEBOOK_READY, arg=n_cells, timeout=timeout_s * 1000)
+        self.page.evaluate("() => window.jupyterapp.shell.collapseLeft()")  # room for widgets
 
     def cell(self, name: str) -> Locator:
         """The cell's DOM node in the notebook."""
@@ -207,14 +224,18 @@ class Lab:
             RUN_CELL,
             {"index": index, "root": root, "canvas": canvas, "timeoutMs": timeout_s * 1000},
         )
+        wire_bytes = self.wire.total - before
+        finished = self.page.evaluate(FINISH_RUN, timeout_s * 1000)
+        failed = result["failed"] or finished["failed"]
         run = CellRun(
             name=name,
             index=index,
             rendered=result["rendered"],
-            exec_ms=result["execMs"],
+            exec_ms=finished["execMs"],
             render_ms=result["renderMs"],
-            wire_bytes=self.wire.total - before,
-            errors=result["errors"] + ([result["failed"]] if result["failed"] else []),
+            wire_bytes=wire_bytes,
+            wire_bytes_until_done=self.wire.total - before,
+            errors=result["errors"] + ([failed] if failed else []),
             text=result["text"],
         )
         self.runs[name] = run
@@ -262,12 +283,22 @@ class Lab:
     def screenshot_notebook(self, name: str = "notebook") -> Path:
         """The whole notebook: the viewport is stretched to the notebook's height for the shot."""
         size = self.page.viewport_size
-        height = self.page.evaluate(
-            "() => document.querySelector('.jp-NotebookPanel-notebook').scrollHeight"
+        # Lab scrolls the notebook inside its own element: grow the page by what is hidden there.
+        hidden = self.page.evaluate(
+            """() => {
+              const outer = document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer');
+              return outer ? outer.scrollHeight - outer.clientHeight : 0;
+            }"""
         )
-        self.page.set_viewport_size({"width": size["width"], "height": min(height + 200, 12000)})
+        height = min(size["height"] + hidden + 50, 16000)
+        self.page.set_viewport_size({"width": size["width"], "height": height})
         try:
             self.page.wait_for_timeout(300)
+            self.page.evaluate(
+                "() => document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer')"
+                ".scrollTo(0, 0)"
+            )
+            self.page.wait_for_timeout(100)
             return self.screenshot(name)
         finally:
             self.page.set_viewport_size(size)
