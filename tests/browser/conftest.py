@@ -101,7 +101,7 @@ def notebook(
         opened = time.monotonic()
         for cell in CELLS:
             # The first cell imports torch and transformers in a fresh kernel.
-            timeout = 90 if cell is CELLS[0] else 15
+            timeout = 90 if cell is CELLS[0] else 10
             lab.run(cell.name, cell.root, cell.canvas, timeout_s=timeout)
         METRICS["setup_s"] = {
             "open_notebook_until_kernel_idle": round(opened - started, 1),
