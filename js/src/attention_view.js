@@ -6,7 +6,7 @@
  */
 import { decodeTensor } from "./lib/buffers.js";
 import { axisPixels, cellAt, cellSize, context2d, paint } from "./lib/canvas.js";
-import { cssColor, sequentialScale } from "./lib/colors.js";
+import { cssColor, extent, sequentialScale } from "./lib/colors.js";
 import { h, setClass } from "./lib/dom.js";
 import { batched, onChange, readInt, readList, save } from "./lib/model.js";
 import { rasterize } from "./lib/raster.js";
@@ -40,6 +40,13 @@ function render({ model, el }) {
   );
   const layerSelect = h("select", { class: "nnsight-layer-select", "aria-label": "layer" });
   const layerPicker = h("label", { class: "nnsight-layer-picker" }, ["layer ", layerSelect]);
+  // View-only (not synced): long sequences spread attention thin, so the
+  // default 0..1 ramp can look empty; "head max" stretches each head's ramp.
+  const scaleSelect = h("select", { class: "nnsight-scale-select", "aria-label": "colour scale" }, [
+    h("option", { value: "unit", text: "0 – 1" }),
+    h("option", { value: "max", text: "head max" }),
+  ]);
+  const scalePicker = h("label", { class: "nnsight-scale-picker" }, ["colour ", scaleSelect]);
   const headInfo = h("span", { class: "nnsight-head-info" });
   const dims = h("span", { class: "nnsight-muted nnsight-dims" });
   const heads = h("div", { class: "nnsight-heads", role: "listbox", "aria-label": "heads" });
@@ -54,13 +61,18 @@ function render({ model, el }) {
   ]);
   const message = h("div", { class: "nnsight-message" });
   const body = h("div", {}, [heads, h("div", { class: "nnsight-scroll" }, matrix)]);
-  root.append(h("div", { class: "nnsight-toolbar" }, [layerPicker, headInfo, dims]), message, body);
+  root.append(
+    h("div", { class: "nnsight-toolbar" }, [layerPicker, headInfo, dims, scalePicker]),
+    message,
+    body,
+  );
   const tooltip = createTooltip(root);
 
   // What is drawn, so a head change does not redraw every thumbnail.
   let tensor = null; // { data, shape } of the current layer
   let theme = null;
-  let scale = null;
+  let unitScale = null;
+  const headScales = new Map(); // head -> its "head max" scale, for the current data
   let thumbsStale = true;
   let hover = null; // { row, col } under the pointer on the main canvas
 
@@ -76,6 +88,18 @@ function render({ model, el }) {
       queryTokens = keyTokens;
     }
     return { keyTokens, queryTokens };
+  };
+
+  /** The colour scale of `head`: 0..1, or 0..(the head's largest weight). */
+  const scaleFor = (head) => {
+    if (scaleSelect.value !== "max") return unitScale;
+    if (!headScales.has(head)) {
+      const [, q, k] = tensor.shape;
+      const hi = extent(tensor.data, head * q * k, (head + 1) * q * k)[1];
+      const ends = { background: theme.background, strong: theme.strong };
+      headScales.set(head, sequentialScale(0, hi > 0 ? hi : 1, ends));
+    }
+    return headScales.get(head);
   };
 
   const drawToolbar = () => {
@@ -115,7 +139,7 @@ function render({ model, el }) {
         dataset: { head: String(head) },
         style: { width: `${size.width}px`, height: `${size.height}px` },
       });
-      paint(canvas, rasterize(tensor.data, head * q * k, q, k, pw, ph, scale), pw, ph);
+      paint(canvas, rasterize(tensor.data, head * q * k, q, k, pw, ph, scaleFor(head)), pw, ph);
       heads.append(h("figure", { class: "nnsight-head" }, [canvas, `h${head}`]));
     }
   };
@@ -154,7 +178,8 @@ function render({ model, el }) {
     const width = axisPixels(k, cell);
     const height = axisPixels(q, cell);
     const head = currentHead();
-    paint(main, rasterize(tensor.data, head * q * k, q, k, width, height, scale), width, height);
+    const pixels = rasterize(tensor.data, head * q * k, q, k, width, height, scaleFor(head));
+    paint(main, pixels, width, height);
     overlay.width = width;
     overlay.height = height;
     drawLabels(width === k * cell && height === q * cell ? cell : 0);
@@ -184,7 +209,8 @@ function render({ model, el }) {
 
   const draw = () => {
     theme = resolveTheme(root);
-    scale = sequentialScale(0, 1, { background: theme.background, strong: theme.strong });
+    unitScale = sequentialScale(0, 1, { background: theme.background, strong: theme.strong });
+    headScales.clear();
     const decoded = decodeTensor(model.get("values"), model.get("shape"), 3);
     const empty = !decoded.error && decoded.data.length === 0;
     tensor = decoded.error || empty ? null : decoded;
@@ -242,6 +268,7 @@ function render({ model, el }) {
   heads.addEventListener("click", onThumbActivate);
   heads.addEventListener("keydown", onThumbActivate);
   layerSelect.addEventListener("change", onLayer);
+  scaleSelect.addEventListener("change", redrawAll);
   main.addEventListener("mousemove", onMove);
   main.addEventListener("mouseleave", onLeave);
   const offData = onChange(model, ["values", "shape"], redrawAll);
@@ -262,6 +289,7 @@ function render({ model, el }) {
     heads.removeEventListener("click", onThumbActivate);
     heads.removeEventListener("keydown", onThumbActivate);
     layerSelect.removeEventListener("change", onLayer);
+    scaleSelect.removeEventListener("change", redrawAll);
     main.removeEventListener("mousemove", onMove);
     main.removeEventListener("mouseleave", onLeave);
     root.remove();

@@ -111,6 +111,29 @@ describe("AttentionView", () => {
     expect(el.querySelectorAll(".is-hover")).toHaveLength(0);
   });
 
+  it("stretches the colour ramp to the head's max when asked (view only)", async () => {
+    // one head, weights spread thin: 0.05 everywhere, 0.1 on the diagonal
+    const values = [];
+    for (let i = 0; i < 3; i++) for (let j = 0; j < 3; j++) values.push(i === j ? 0.1 : 0.05);
+    const m = model({ values: dataView(values), shape: [1, 3, 3] });
+    const { el } = mount(widget, m);
+    const main = el.querySelector(".nnsight-attention-main");
+    const spy = vi.spyOn(main.getContext("2d"), "putImageData");
+    const select = el.querySelector("select.nnsight-scale-select");
+    expect(select.value).toBe("unit");
+    select.value = "max";
+    select.dispatchEvent(new Event("change", { bubbles: true }));
+    await flush();
+    const stretched = pixel(spy, 5, 5); // the diagonal: the head's max, drawn full strength
+    select.value = "unit";
+    select.dispatchEvent(new Event("change", { bubbles: true }));
+    await flush();
+    const unit = pixel(spy, 5, 5); // 0.1 of the 0..1 ramp: barely tinted
+    const dist = (c) => Math.hypot(255 - c[0], 255 - c[1], 255 - c[2]);
+    expect(dist(stretched)).toBeGreaterThan(5 * dist(unit));
+    expect(m.set).not.toHaveBeenCalled(); // a view setting, not a trait
+  });
+
   it("hides the layer picker for a single layer and explains bad data", async () => {
     const m = model({ num_layers: 1 });
     const { el } = mount(widget, m);
