@@ -53,7 +53,9 @@ def per_patch(llm: LanguageModel, metric) -> torch.Tensor:
 
 
 def helper(llm: LanguageModel, metric) -> torch.Tensor:
-    return activation_patching(llm, CLEAN, CORRUPTED, metric, layers=LAYERS, positions=POSITIONS)
+    return activation_patching(
+        llm, CLEAN, CORRUPTED, metric, layers=LAYERS, positions=POSITIONS, progress=False
+    )
 
 
 def measure(llm: LanguageModel, rounds: int) -> tuple[float, float]:

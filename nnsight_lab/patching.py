@@ -11,7 +11,9 @@ sweep costs a few forward passes instead of one trace per patch.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,7 +58,7 @@ def activation_patching(
             output inside the block).
         batch_size: patched runs per forward pass (default: as many as fit in ~1 GiB
             of activations and logits).
-        progress: show a progress line (default: when there is more than one chunk).
+        progress: show a progress line (default: once a sweep has run for a second).
 
     Returns:
         `[len(layers), len(positions)]`: `metric` of each patched run.
@@ -80,22 +82,90 @@ def activation_patching(
     layers = _indices(layers, len(blocks), "layer")
     positions = _indices(positions, clean_ids.shape[-1], "position")
     sites = [_site(blocks[layer], component) for layer in layers]
-    clean_values = _clean_activations(model, clean_ids, sites)
-    patches = [(i, j) for i in range(len(layers)) for j in range(len(positions))]
     size = batch_size or _fitting_batch(model, clean_ids.shape[-1], len(blocks))
-    chunks = [patches[start : start + size] for start in range(0, len(patches), size)]
-    show = progress if progress is not None else len(chunks) > 1
     result = torch.empty(len(layers), len(positions))
-    for done, chunk in enumerate(chunks, start=1):
-        rows = [(i, positions[j]) for i, j in chunk]
-        values = _patched_metrics(model, corrupted_ids, sites, clean_values, rows, metric)
-        for (i, j), value in zip(chunk, values, strict=True):
-            result[i, j] = value
-        if show:
-            print(f"\ractivation patching: {done}/{len(chunks)} chunks", end="", file=sys.stderr)
-    if show:
+    with torch.no_grad():
+        clean_values = _clean_activations(model, clean_ids, sites)
+        corrupted_run = Corrupted.of(model, corrupted_ids)
+        chunks = _chunks(layers, positions, size, by_position=corrupted_run.shares_prefixes)
+        began, shown = time.perf_counter(), False
+        for done, chunk in enumerate(chunks, start=1):
+            rows = [(i, positions[j]) for i, j in chunk]
+            values = _patched_metrics(model, corrupted_run, sites, clean_values, rows, metric)
+            for (i, j), value in zip(chunk, values, strict=True):
+                result[i, j] = value
+            if progress or (progress is None and time.perf_counter() - began > 1.0):
+                print(f"\ractivation patching: {done}/{len(chunks)}", end="", file=sys.stderr)
+                shown = True
+    if shown:
         print(file=sys.stderr)
     return result
+
+
+@dataclass
+class Corrupted:
+    """The corrupted prompt, and how a batch of its patched runs is made.
+
+    A patch at position p changes nothing before p (the models are causal), so where
+    the model keeps a key/value cache, a patched run starts at p from the cache of the
+    unpatched prefix, and its logits before p are the unpatched run's.
+
+    Attributes:
+        ids: `[1, seq]` token ids.
+        base: the model's body, which fills a key/value cache (None: no prefix sharing).
+        logits: `[1, seq, vocab]` of the unpatched run (with `base` only).
+    """
+
+    ids: torch.Tensor
+    base: nn.Module | None = None
+    logits: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, model: NNsight, ids: torch.Tensor) -> Corrupted:
+        module = model._module
+        base = getattr(module, "base_model", None)
+        device = next(module.parameters()).device
+        if not isinstance(base, nn.Module) or base is module:
+            return cls(ids)
+        cache = getattr(base(ids[:, :1].to(device), use_cache=True), "past_key_values", None)
+        if not hasattr(cache, "batch_repeat_interleave"):
+            return cls(ids)  # e.g. a state-space model: no key/value cache to share
+        return cls(ids, base, _logits(module(ids.to(device))))
+
+    @property
+    def shares_prefixes(self) -> bool:
+        return self.base is not None
+
+    def batch(self, position: int, rows: int) -> tuple[torch.Tensor, dict, int, Any]:
+        """Input of `rows` runs to be patched at `position`: token ids, forward keyword
+        arguments, how many leading tokens the ids leave out, and those tokens' logits."""
+        if self.base is None or self.logits is None or position == 0:
+            return self.ids.repeat(rows, 1), {}, 0, None
+        device, seq = self.logits.device, self.ids.shape[-1]
+        past = self.base(self.ids[:, :position].to(device), use_cache=True).past_key_values
+        past.batch_repeat_interleave(rows)
+        kwargs = {
+            "past_key_values": past,
+            "attention_mask": torch.ones(rows, seq, dtype=torch.long, device=device),
+            "position_ids": torch.arange(position, seq, device=device).expand(rows, -1),
+        }
+        return self.ids[:, position:].repeat(rows, 1), kwargs, position, self.logits[:, :position]
+
+
+def _chunks(
+    layers: list[int], positions: list[int], size: int, *, by_position: bool
+) -> list[list[tuple[int, int]]]:
+    """(layer index, position index) pairs in chunks of at most `size`; with shared
+    prefixes a chunk holds one position, so its runs start at the same token."""
+    order = sorted(range(len(layers)), key=lambda i: layers[i])
+    if not by_position:
+        pairs = [(i, j) for i in order for j in range(len(positions))]
+        return [pairs[start : start + size] for start in range(0, len(pairs), size)]
+    return [
+        [(i, j) for i in order[start : start + size]]
+        for j in range(len(positions))
+        for start in range(0, len(order), size)
+    ]
 
 
 def find_blocks(model: Envoy) -> Envoy:
@@ -143,22 +213,29 @@ def _clean_activations(model: NNsight, ids: torch.Tensor, sites: list[Envoy]) ->
 
 def _patched_metrics(
     model: NNsight,
-    ids: torch.Tensor,
+    corrupted: Corrupted,
     sites: list[Envoy],
     clean: list[torch.Tensor],
     rows: list[tuple[int, int]],
     metric: Metric,
 ) -> list[Any]:
-    """One forward pass of `len(rows)` copies of `ids`; row r patched at `rows[r]`."""
+    """One forward pass of `len(rows)` patched runs; row r is patched at `rows[r]` =
+    (site index, position). Rows share one position when prefixes are shared."""
+    positions = {position for _, position in rows}
+    ids, kwargs, cut, head = corrupted.batch(
+        positions.pop() if len(positions) == 1 else 0, len(rows)
+    )
     by_site: dict[int, list[tuple[int, int]]] = {}
     for row, (site, position) in enumerate(rows):
         by_site.setdefault(site, []).append((row, position))
-    with model.trace(ids.repeat(len(rows), 1)):
-        for site in sorted(by_site):  # in forward order
+    with model.trace(ids, **kwargs):
+        for site in by_site:  # rows come in forward order
             hidden = _hidden(sites[site].output)
             for row, position in by_site[site]:
-                hidden[row, position] = clean[site][0, position]
+                hidden[row, position - cut] = clean[site][0, position]
         logits = _logits(model.output)
+        if head is not None:
+            logits = torch.cat([head.expand(len(rows), -1, -1), logits], dim=1)
         values = [_scalar(metric(logits[row : row + 1])) for row in range(len(rows))]
         save(values)
     return values

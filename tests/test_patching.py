@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnsight_lab.patching import activation_patching, find_blocks
+from nnsight_lab.patching import Corrupted, activation_patching, find_blocks
 
 CLEAN = "The Eiffel Tower is in the city of"
 CORRUPTED = "The Colosseum is in the city of"
@@ -94,3 +94,36 @@ def test_finds_the_block_list(llm, tiny_llama_path):
     assert find_blocks(llm)._path == "model.transformer.h"
     llama = LanguageModel(str(tiny_llama_path))
     assert find_blocks(llama)._path == "model.model.layers"
+
+
+def test_llama_with_rotary_positions(tiny_llama_path, gpt2_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from nnsight_lab import LanguageModel
+
+    hf_llama = AutoModelForCausalLM.from_pretrained(tiny_llama_path).eval()
+    llama = LanguageModel(str(tiny_llama_path), dispatch=True)
+    assert Corrupted.of(llama, torch.tensor([[1, 2, 3]])).shares_prefixes
+    clean = torch.tensor([gpt2_tokenizer(CLEAN)["input_ids"]])
+    corrupted = torch.tensor([gpt2_tokenizer(CORRUPTED)["input_ids"]])
+
+    def metric(logits):
+        return logits[0, -1].log_softmax(-1)[int(clean[0, -1])]
+
+    expected = _reference(
+        hf_llama, clean, corrupted, metric, lambda i: hf_llama.model.layers[i], [0, 1], [0, 3, 9]
+    )
+    got = activation_patching(llama, clean, corrupted, metric, positions=[0, 3, 9])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_without_a_key_value_cache_every_run_is_whole(llm, monkeypatch):
+    """The full-sequence path (models with no cache to share) gives the same sweep."""
+
+    def metric(logits):
+        return logits[0, :, 5].sum()  # reads every position, also those before the patch
+
+    shared = activation_patching(llm, CLEAN, CORRUPTED, metric, batch_size=3)
+    monkeypatch.setattr(Corrupted, "of", classmethod(lambda cls, model, ids: cls(ids)))
+    whole = activation_patching(llm, CLEAN, CORRUPTED, metric, batch_size=3)
+    torch.testing.assert_close(shared, whole, rtol=1e-4, atol=1e-4)
