@@ -69,18 +69,24 @@ def test_source_view_rows_match_the_listing(llm):
         SourceView(torch.zeros(2))
 
 
-def test_attention_view_sends_one_layer_as_float32_bytes():
+def test_attention_view_sends_one_head_as_float32_and_thumbnails():
     torch.manual_seed(0)
     attention = torch.rand(12, 12, 128, 128).softmax(-1)
     tokens = [f"t{i}" for i in range(128)]
-    view = AttentionView(attention, tokens)
+    view = AttentionView(attention, tokens, head=2)
     state, buffers = wire(view)
-    assert len(buffers) == 1 and len(bytes(buffers[0])) == 12 * 128 * 128 * 4
-    np.testing.assert_array_equal(decode(buffers[0], (12, 128, 128)), attention[0].numpy())
-    assert len(json.dumps(state)) < 20_000  # tokens and numbers, nothing large as JSON
+    assert sorted(len(bytes(b)) for b in buffers) == [12 * 64 * 64, 128 * 128 * 4]
+    np.testing.assert_array_equal(decode(view.values, (128, 128)), attention[0, 2].numpy())
+    data = {k: v for k, v in state.items() if k != "_esm"}  # the JS bundle is ~20 KB
+    assert len(json.dumps(data)) < 5_000  # tokens and numbers, nothing large as JSON
     view.layer = 7  # what the browser's layer picker does
-    np.testing.assert_array_equal(decode(view.values, (12, 128, 128)), attention[7].numpy())
-    assert view.shape == [12, 128, 128] and view.num_layers == 12
+    np.testing.assert_array_equal(decode(view.values, (128, 128)), attention[7, 2].numpy())
+    view.head = 5  # a click on a head's thumbnail
+    np.testing.assert_array_equal(decode(view.values, (128, 128)), attention[7, 5].numpy())
+    from nnsight_lab.jupyter.attention_view import thumbnails
+
+    assert view.thumbnails == thumbnails(attention[7]).numpy().tobytes()
+    assert view.shape == [12, 128, 128] and view.thumb_shape == [12, 64, 64]
 
 
 def test_attention_view_validates_its_input():
@@ -116,3 +122,18 @@ def test_patching_heatmap_components():
     heatmap = PatchingHeatmap(values, components=["resid", "attn", "mlp"])
     assert heatmap.shape == [3, 2, 5] and heatmap.tokens == []
     assert len(heatmap.to_plotly().data) == 3
+
+
+@pytest.mark.parametrize(
+    ("q", "k", "cells"), [(128, 128, (64, 64)), (100, 37, (50, 37)), (5, 5, (5, 5))]
+)
+def test_attention_thumbnails_are_max_pooled_per_head(q, k, cells):
+    from nnsight_lab.jupyter.attention_view import thumbnails
+
+    layer = torch.rand(3, q, k)
+    thumbs = thumbnails(layer)
+    assert thumbs.shape == (3, *cells) and thumbs.dtype == torch.uint8
+    block_q, block_k = -(-q // cells[0]), -(-k // cells[1])
+    expected = layer[1, :block_q, :block_k].max() / layer[1].max() * 255
+    assert abs(int(thumbs[1, 0, 0]) - float(expected)) <= 1
+    assert int(thumbs.flatten(1).max(1).values.min()) == 255
