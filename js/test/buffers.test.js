@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { decodeTensor, product, toFloat32 } from "../src/lib/buffers.js";
+import { decodeBytes, decodeTensor, product, toFloat32, toUint8 } from "../src/lib/buffers.js";
 import { dataView } from "./helpers.js";
 
 const values = [0.5, -1.25, 3, 1e-7];
@@ -42,5 +42,26 @@ describe("decodeTensor", () => {
     expect(decodeTensor(dataView([1]), [1, 1], 3).error).toMatch(/3 dimensions/);
     expect(product([2, 3, 4])).toBe(24);
     expect(product([2, -1])).toBeNull();
+  });
+});
+
+describe("toUint8 / decodeBytes", () => {
+  it("reads bytes from a DataView, an ArrayBuffer, a Uint8Array or a list, honouring offsets", () => {
+    const buffer = Uint8Array.from([9, 0, 128, 255, 7]).buffer;
+    expect([...toUint8(new DataView(buffer, 1, 3))]).toEqual([0, 128, 255]);
+    expect([...toUint8(buffer)]).toEqual([9, 0, 128, 255, 7]);
+    expect([...toUint8(new Uint8Array(buffer, 2, 2))]).toEqual([128, 255]);
+    expect([...toUint8([1, 2])]).toEqual([1, 2]);
+    expect(toUint8(undefined).length).toBe(0);
+    expect(() => toUint8("abc")).toThrow(TypeError);
+  });
+
+  it("checks the byte count against the shape, naming the trait", () => {
+    const ok = decodeBytes(new Uint8Array(12), [3, 2, 2], 3, "thumbnails");
+    expect(ok.error).toBeUndefined();
+    expect(ok.data).toBeInstanceOf(Uint8Array);
+    expect(decodeBytes(new Uint8Array(11), [3, 2, 2], 3, "thumbnails").error).toBe(
+      "thumbnails hold 11 bytes but shape [3,2,2] needs 12",
+    );
   });
 });

@@ -1,5 +1,5 @@
 /**
- * Decoding the float32 buffers that binary traits carry. anywidget hands a
+ * Decoding the float32 and uint8 buffers that binary traits carry. anywidget hands a
  * DataView; tests and other frontends may hand an ArrayBuffer, a typed array or a
  * plain list. Checks are by tag, not instanceof, so buffers from another realm
  * (an iframe, jsdom) are accepted too.
@@ -49,11 +49,22 @@ export function product(shape) {
   return n;
 }
 
-/**
- * Decode `value` and check it against `shape` of the given rank.
- * Returns { data, shape } or { error } with a sentence a person can act on.
- */
-export function decodeTensor(value, shape, rank) {
+/** A Uint8Array view (or copy) of the bytes in `value`. */
+export function toUint8(value) {
+  if (value == null) return new Uint8Array(0);
+  const kind = tag(value);
+  if (kind === "[object Uint8Array]") return value;
+  if (Array.isArray(value)) return Uint8Array.from(value, Number);
+  if (kind === "[object ArrayBuffer]" || kind === "[object SharedArrayBuffer]") {
+    return new Uint8Array(value);
+  }
+  if (ArrayBuffer.isView(value)) {
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  }
+  throw new TypeError(`expected a byte buffer, got ${kind}`);
+}
+
+function decodeWith(toArray, unit, name, value, shape, rank) {
   if (!Array.isArray(shape) || shape.length !== rank) {
     return { error: `shape should list ${rank} dimensions, got ${JSON.stringify(shape)}` };
   }
@@ -61,14 +72,27 @@ export function decodeTensor(value, shape, rank) {
   if (expected == null) return { error: `shape ${JSON.stringify(shape)} is not valid` };
   let data;
   try {
-    data = toFloat32(value);
+    data = toArray(value);
   } catch (err) {
     return { error: err.message };
   }
   if (data.length !== expected) {
     return {
-      error: `values hold ${data.length} floats but shape ${JSON.stringify(shape)} needs ${expected}`,
+      error: `${name} hold ${data.length} ${unit} but shape ${JSON.stringify(shape)} needs ${expected}`,
     };
   }
   return { data, shape };
+}
+
+/**
+ * Decode float32 `value` and check it against `shape` of the given rank.
+ * Returns { data, shape } or { error } with a sentence a person can act on.
+ */
+export function decodeTensor(value, shape, rank, name = "values") {
+  return decodeWith(toFloat32, "floats", name, value, shape, rank);
+}
+
+/** decodeTensor for uint8 data: { data: Uint8Array, shape } or { error }. */
+export function decodeBytes(value, shape, rank, name = "values") {
+  return decodeWith(toUint8, "bytes", name, value, shape, rank);
 }
