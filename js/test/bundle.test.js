@@ -19,6 +19,8 @@ const MODELS = {
     fakeModel({
       values: dataView([1, 0, 0.5, 0.5]),
       shape: [1, 2, 2],
+      thumbnails: new DataView(Uint8Array.from([255, 0, 128, 128]).buffer),
+      thumb_shape: [1, 2, 2],
       num_layers: 2,
       layer: 0,
       head: 0,
@@ -65,6 +67,10 @@ describe("built bundles", () => {
       const { el, cleanup } = mount(widget, model);
       expect(el.querySelector(`.${ROOT_CLASS[name]}`)).not.toBeNull();
       expect(el.querySelector(".nnsight-message:not([hidden])")).toBeNull();
+      if (name === "attention_view") {
+        // the exact values of the shown head, not its 8-bit preview
+        expect(el.querySelector(".nnsight-preview-note").hidden).toBe(true);
+      }
       cleanup();
       expect(model.listenerCount()).toBe(0);
     });
