@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnsight_lab.patching import Corrupted, activation_patching, find_blocks
+from nnsight_lab.patching import activation_patching, find_blocks
+from nnsight_lab.patching.corrupted import Corrupted
 
 CLEAN = "The Eiffel Tower is in the city of"
 CORRUPTED = "The Colosseum is in the city of"
@@ -103,7 +104,7 @@ def test_llama_with_rotary_positions(tiny_llama_path, gpt2_tokenizer):
 
     hf_llama = AutoModelForCausalLM.from_pretrained(tiny_llama_path).eval()
     llama = LanguageModel(str(tiny_llama_path), dispatch=True)
-    assert Corrupted.of(llama, torch.tensor([[1, 2, 3]])).shares_prefixes
+    assert Corrupted.of(llama, torch.tensor([[1, 2, 3]])).base is not None
     clean = torch.tensor([gpt2_tokenizer(CLEAN)["input_ids"]])
     corrupted = torch.tensor([gpt2_tokenizer(CORRUPTED)["input_ids"]])
 

@@ -1,4 +1,4 @@
-"""Activation patching sweeps: how much of a behaviour one activation carries.
+"""`activation_patching`: how much of a behaviour one activation carries.
 
 `activation_patching` runs the clean prompt once, keeping each block's activation,
 then runs the corrupted prompt with one (layer, position) activation replaced by
@@ -13,15 +13,16 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .engine.envoy import Envoy
-from .models.nnsight import NNsight
-from .tracing import save
+from ..engine.envoy import Envoy
+from ..models.nnsight import NNsight
+from ..tracing import save
+from .corrupted import Corrupted
+from .lazy_logits import LazyLogits
 
 Metric = Callable[[torch.Tensor], Any]
 
@@ -83,87 +84,38 @@ def activation_patching(
     positions = _indices(positions, clean_ids.shape[-1], "position")
     sites = [_site(blocks[layer], component) for layer in layers]
     size = batch_size or _fitting_batch(model, clean_ids.shape[-1], len(blocks))
-    result = torch.empty(len(layers), len(positions))
     with torch.no_grad():
-        clean_values = _clean_activations(model, clean_ids, sites)
+        order = sorted(range(len(layers)), key=lambda i: layers[i])  # forward order
+        clean_values = _clean_activations(model, clean_ids, sites, order)
         corrupted_run = Corrupted.of(model, corrupted_ids)
-        chunks = _chunks(layers, positions, size, by_position=corrupted_run.shares_prefixes)
-        began, shown = time.perf_counter(), False
+        chunks = _chunks(order, len(positions), size, by_position=corrupted_run.base is not None)
+        began, shown, outputs = time.perf_counter(), False, []
         for done, chunk in enumerate(chunks, start=1):
             rows = [(i, positions[j]) for i, j in chunk]
-            values = _patched_metrics(model, corrupted_run, sites, clean_values, rows, metric)
-            for (i, j), value in zip(chunk, values, strict=True):
-                result[i, j] = value
+            outputs.append(_patched_runs(model, corrupted_run, sites, clean_values, rows))
             if progress or (progress is None and time.perf_counter() - began > 1.0):
                 print(f"\ractivation patching: {done}/{len(chunks)}", end="", file=sys.stderr)
                 shown = True
-    if shown:
-        print(file=sys.stderr)
+        if shown:
+            print(file=sys.stderr)
+        values = _metrics(torch.cat(outputs), corrupted_run.project, metric, size)
+    result = torch.empty(len(layers), len(positions))
+    for (i, j), value in zip([pair for chunk in chunks for pair in chunk], values, strict=True):
+        result[i, j] = value
     return result
 
 
-@dataclass
-class Corrupted:
-    """The corrupted prompt, and how a batch of its patched runs is made.
-
-    A patch at position p changes nothing before p (the models are causal), so where
-    the model keeps a key/value cache, a patched run starts at p from the cache of the
-    unpatched prefix, and its logits before p are the unpatched run's.
-
-    Attributes:
-        ids: `[1, seq]` token ids.
-        base: the model's body, which fills a key/value cache (None: no prefix sharing).
-        logits: `[1, seq, vocab]` of the unpatched run (with `base` only).
-    """
-
-    ids: torch.Tensor
-    base: nn.Module | None = None
-    logits: torch.Tensor | None = None
-
-    @classmethod
-    def of(cls, model: NNsight, ids: torch.Tensor) -> Corrupted:
-        module = model._module
-        base = getattr(module, "base_model", None)
-        device = next(module.parameters()).device
-        if not isinstance(base, nn.Module) or base is module:
-            return cls(ids)
-        cache = getattr(base(ids[:, :1].to(device), use_cache=True), "past_key_values", None)
-        if not hasattr(cache, "batch_repeat_interleave"):
-            return cls(ids)  # e.g. a state-space model: no key/value cache to share
-        return cls(ids, base, _logits(module(ids.to(device))))
-
-    @property
-    def shares_prefixes(self) -> bool:
-        return self.base is not None
-
-    def batch(self, position: int, rows: int) -> tuple[torch.Tensor, dict, int, Any]:
-        """Input of `rows` runs to be patched at `position`: token ids, forward keyword
-        arguments, how many leading tokens the ids leave out, and those tokens' logits."""
-        if self.base is None or self.logits is None or position == 0:
-            return self.ids.repeat(rows, 1), {}, 0, None
-        device, seq = self.logits.device, self.ids.shape[-1]
-        past = self.base(self.ids[:, :position].to(device), use_cache=True).past_key_values
-        past.batch_repeat_interleave(rows)
-        kwargs = {
-            "past_key_values": past,
-            "attention_mask": torch.ones(rows, seq, dtype=torch.long, device=device),
-            "position_ids": torch.arange(position, seq, device=device).expand(rows, -1),
-        }
-        return self.ids[:, position:].repeat(rows, 1), kwargs, position, self.logits[:, :position]
-
-
 def _chunks(
-    layers: list[int], positions: list[int], size: int, *, by_position: bool
+    order: list[int], positions: int, size: int, *, by_position: bool
 ) -> list[list[tuple[int, int]]]:
     """(layer index, position index) pairs in chunks of at most `size`; with shared
     prefixes a chunk holds one position, so its runs start at the same token."""
-    order = sorted(range(len(layers)), key=lambda i: layers[i])
     if not by_position:
-        pairs = [(i, j) for i in order for j in range(len(positions))]
+        pairs = [(i, j) for i in order for j in range(positions)]
         return [pairs[start : start + size] for start in range(0, len(pairs), size)]
     return [
         [(i, j) for i in order[start : start + size]]
-        for j in range(len(positions))
+        for j in range(positions)
         for start in range(0, len(order), size)
     ]
 
@@ -204,46 +156,76 @@ def _site(block: Envoy, component: str) -> Envoy:
     )
 
 
-def _clean_activations(model: NNsight, ids: torch.Tensor, sites: list[Envoy]) -> list:
-    with model.trace(ids):
-        values = [_hidden(site.output).clone() for site in sites]
+def _clean_activations(
+    model: NNsight, ids: torch.Tensor, sites: list[Envoy], order: list[int]
+) -> list:
+    """The clean run's activation at each site (read in `order`, the forward order)."""
+    with model.trace(ids) as tracer:
+        values = dict.fromkeys(order)
+        for i in order:
+            values[i] = _hidden(sites[i].output).clone()
         save(values)
-    return values
+        tracer.stop()  # nothing after the last site is needed
+    return [values[i] for i in range(len(sites))]
 
 
-def _patched_metrics(
+def _patched_runs(
     model: NNsight,
     corrupted: Corrupted,
     sites: list[Envoy],
     clean: list[torch.Tensor],
     rows: list[tuple[int, int]],
-    metric: Metric,
-) -> list[Any]:
+) -> torch.Tensor:
     """One forward pass of `len(rows)` patched runs; row r is patched at `rows[r]` =
-    (site index, position). Rows share one position when prefixes are shared."""
+    (site index, position). Returns their logits `[rows, seq, vocab]`, or, where the
+    logits are projected lazily, the body's last hidden states `[rows, seq, hidden]`."""
     positions = {position for _, position in rows}
-    ids, kwargs, cut, head = corrupted.batch(
-        positions.pop() if len(positions) == 1 else 0, len(rows)
-    )
+    start = positions.pop() if len(positions) == 1 else 0
+    ids, kwargs, cut, known = corrupted.batch(start, len(rows))
     by_site: dict[int, list[tuple[int, int]]] = {}
     for row, (site, position) in enumerate(rows):
         by_site.setdefault(site, []).append((row, position))
-    with model.trace(ids, **kwargs):
+    base = corrupted.base if corrupted.project is not None else None
+    with model.trace(ids, **kwargs) as tracer:
         for site in by_site:  # rows come in forward order
             hidden = _hidden(sites[site].output)
             for row, position in by_site[site]:
                 hidden[row, position - cut] = clean[site][0, position]
-        logits = _logits(model.output)
-        if head is not None:
-            logits = torch.cat([head.expand(len(rows), -1, -1), logits], dim=1)
-        values = [_scalar(metric(logits[row : row + 1])) for row in range(len(rows))]
-        save(values)
+        if base is not None:
+            final = save(_hidden(base.output))
+            tracer.stop()  # the model's own projection of every position is not needed
+        else:
+            final = save(_logits(model.output))
+    if known is not None:
+        final = torch.cat([known.expand(len(rows), -1, -1), final], dim=1)
+    return final
+
+
+def _metrics(
+    outputs: torch.Tensor, project: nn.Linear | None, metric: Metric, size: int
+) -> list[float]:
+    """`metric` of each run's logits. With `project`, `outputs` are hidden states and
+    the logits are projected where read: the positions the first run's metric reads
+    are projected for the other runs `size` at a time (one matrix product each)."""
+    if project is None:
+        return [_scalar(metric(outputs[r : r + 1])) for r in range(outputs.shape[0])]
+    first = LazyLogits(outputs[:1], project)
+    values = [_scalar(metric(first))]
+    read = first.read
+    for start in range(1, outputs.shape[0], size):
+        hidden = outputs[start : start + size]
+        batch = project(hidden[:, read])  # [n, len(read), vocab]
+        for row in range(hidden.shape[0]):
+            known = {p: batch[row : row + 1, i] for i, p in enumerate(read)}
+            logits = LazyLogits(hidden[row : row + 1], project, known)
+            values.append(_scalar(metric(logits)))
     return values
 
 
 def _hidden(output: Any) -> torch.Tensor:
-    """The hidden states in a block's output (a tensor, or the first item of a tuple)."""
-    return output[0] if isinstance(output, (tuple, list)) else output
+    """The hidden states in a module's output (a tensor, or the first item of a tuple or
+    of a transformers `ModelOutput`)."""
+    return output if isinstance(output, torch.Tensor) else output[0]
 
 
 def _logits(output: Any) -> torch.Tensor:
@@ -276,7 +258,10 @@ def _indices(indices: Sequence[int] | None, count: int, name: str) -> list[int]:
     for i in result:
         if not -count <= i < count:
             raise ValueError(f"{name} {i} is out of range: there are {count}")
-    return [i % count for i in result]
+    result = [i % count for i in result]
+    if len(set(result)) < len(result):
+        raise ValueError(f"a {name} is given twice in {list(indices)}: give each once")
+    return result
 
 
 def _fitting_batch(model: NNsight, seq: int, blocks: int, budget: int = 1 << 30) -> int:
