@@ -77,12 +77,21 @@ class Corrupted:
 
 
 def _projection(module: nn.Module, ids: torch.Tensor, hidden: torch.Tensor) -> nn.Linear | None:
-    """The output embedding, if it alone turns the body's last hidden states into the
-    logits (no soft-capping or scaling after it): checked on the last position."""
+    """The output embedding, if the model's logits are it applied to the body's last
+    hidden states and nothing else (no soft-capping or scaling after it): checked on
+    the last position, watching what the embedding gets and gives in one more run."""
     get = getattr(module, "get_output_embeddings", None)
     head = get() if callable(get) else None
     if not isinstance(head, nn.Linear):
         return None
-    keep = "logits_to_keep" in inspect.signature(module.forward).parameters
-    logits = module(ids, **({"logits_to_keep": 1} if keep else {})).logits[:, -1]
-    return head if torch.allclose(head(hidden[:, -1]), logits, rtol=1e-4, atol=1e-5) else None
+    seen: list = []
+    hook = head.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+    try:
+        keep = "logits_to_keep" in inspect.signature(module.forward).parameters
+        logits = module(ids, **({"logits_to_keep": 1} if keep else {})).logits[:, -1]
+    finally:
+        hook.remove()
+    if len(seen) != 1:
+        return None
+    given, made = seen[0][0][:, -1], seen[0][1][:, -1]
+    return head if torch.equal(given, hidden[:, -1]) and torch.equal(made, logits) else None

@@ -128,3 +128,34 @@ def test_without_a_key_value_cache_every_run_is_whole(llm, monkeypatch):
     monkeypatch.setattr(Corrupted, "of", classmethod(lambda cls, model, ids: cls(ids)))
     whole = activation_patching(llm, CLEAN, CORRUPTED, metric, batch_size=3)
     torch.testing.assert_close(shared, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_logits_changed_after_the_output_embedding_are_not_projected_lazily(
+    tiny_gpt2_path, gpt2_tokenizer
+):
+    from transformers import GPT2LMHeadModel
+
+    from nnsight_lab import LanguageModel
+
+    class Scaled(GPT2LMHeadModel):  # like soft-capping: the logits are not lm_head's output
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 2 + 1
+            return out
+
+    hf_model = Scaled.from_pretrained(tiny_gpt2_path).eval()
+    model = LanguageModel(hf_model, tokenizer=gpt2_tokenizer)
+    clean = torch.tensor([gpt2_tokenizer(CLEAN)["input_ids"]])
+    corrupted = torch.tensor([gpt2_tokenizer(CORRUPTED)["input_ids"]])
+    with torch.no_grad():
+        run = Corrupted.of(model, corrupted)
+    assert run.base is not None and run.project is None
+
+    def metric(logits):
+        return logits[0, -1, 11] - logits[0, -1, 12]
+
+    expected = _reference(
+        hf_model, clean, corrupted, metric, lambda i: hf_model.transformer.h[i], [1], [2, 6]
+    )
+    got = activation_patching(model, clean, corrupted, metric, layers=[1], positions=[2, 6])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
