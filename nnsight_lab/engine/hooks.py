@@ -12,16 +12,50 @@ The wrapper runs on every module call: keep it lean.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import repeat
+from operator import methodcaller
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .source import source_forward
+from .source import source_forward, sourced_modules
 
 if TYPE_CHECKING:
     from .interleaver import Interleaver
 
 _MISSING = object()
+
+
+class _Plan:
+    """What routing one model writes: every module's `forward` entry, before and during.
+
+    Installing and restoring run per trace over every module (dozens in a transformer),
+    so their loops are `map`s, run in C. Made once per model, and again only when a
+    module's `forward` entry is no longer the one it was made from (see `current`).
+    """
+
+    def __init__(self, states: list[dict], originals: list, wrappers: list) -> None:
+        self.states, self.wrappers = states, wrappers  # module __dict__s, routing wrappers
+        self.originals = tuple(originals)  # their `forward` entries before (_MISSING: none)
+        self._unset = [s for s, o in zip(states, originals, strict=True) if o is _MISSING]
+        self._reset = [(s, o) for s, o in zip(states, originals, strict=True) if o is not _MISSING]
+
+    def current(self) -> bool:
+        """Whether every module's `forward` entry is still the one this plan was made from."""
+        return tuple(map(_forward_entry, self.states)) == self.originals
+
+    def install(self) -> None:
+        for _ in map(dict.__setitem__, self.states, repeat("forward"), self.wrappers):
+            pass
+
+    def restore(self) -> None:
+        for _ in map(dict.pop, self._unset, repeat("forward"), repeat(None)):
+            pass
+        for state, original in self._reset:  # an instance forward set by accelerate, say
+            state["forward"] = original
+
+
+_forward_entry = methodcaller("get", "forward", _MISSING)
 
 
 class Router:
@@ -35,26 +69,35 @@ class Router:
         self.modules = modules
         self.interleaver: Interleaver | None = None
         self._wrappers: dict[str, tuple[Any, Callable]] = {}  # path -> (original, wrapper)
+        self._plan: _Plan | None = None
 
     def install(self, interleaver: Interleaver) -> Callable[[], None]:
         """Route every module call to `interleaver` until the returned undo is called."""
+        plan = self._plan
+        if plan is None or not plan.current():  # first trace, a forward replaced, or nested
+            plan = self._plan = self._make_plan()
         previous_interleaver, self.interleaver = self.interleaver, interleaver
-        saved = []
-        wrappers = self._wrappers
         try:
-            for path, module in self.modules:
-                state = module.__dict__
-                original = state.get("forward", _MISSING)
-                saved.append((state, original))
-                cached = wrappers.get(path)
-                if cached is not None and cached[0] is original:
-                    state["forward"] = cached[1]
-                else:
-                    state["forward"] = self._wrapper(path, module, original)
+            plan.install()
         except BaseException:
-            self._restore(saved, previous_interleaver)
+            self._restore(plan, previous_interleaver)
             raise
-        return lambda: self._restore(saved, previous_interleaver)
+        return lambda: self._restore(plan, previous_interleaver)
+
+    def _make_plan(self) -> _Plan:
+        states, originals, wrappers = [], [], []
+        for path, module in self.modules:
+            state = module.__dict__
+            original = state.get("forward", _MISSING)
+            cached = self._wrappers.get(path)
+            if cached is not None and cached[0] is original:
+                wrapper = cached[1]
+            else:
+                wrapper = self._wrapper(path, module, original)
+            states.append(state)
+            originals.append(original)
+            wrappers.append(wrapper)
+        return _Plan(states, originals, wrappers)
 
     def call_unrouted(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
         """Call `module` (and its submodules) as outside a trace: nothing counted or offered."""
@@ -68,12 +111,8 @@ class Router:
             for state, wrapper in zip(routed, wrappers, strict=True):
                 state["forward"] = wrapper
 
-    def _restore(self, saved: list, interleaver: Interleaver | None) -> None:
-        for state, previous in reversed(saved):
-            if previous is _MISSING:
-                state.pop("forward", None)
-            else:
-                state["forward"] = previous
+    def _restore(self, plan: _Plan, interleaver: Interleaver | None) -> None:
+        plan.restore()
         self.interleaver = interleaver
 
     def _wrapper(self, path: str, module: nn.Module, original: Any) -> Callable:
@@ -96,7 +135,8 @@ def _routed(router: Router, path: str, forward: Callable, module: nn.Module) -> 
         started = interleaver.started  # type: ignore[union-attr]
         index = started.get(path, 0)
         started[path] = index + 1
-        body = source_forward(module, interleaver) or forward  # `.source` used: its rewritten copy
+        # `.source` used on this module: run its rewritten copy (none sourced: one dict test)
+        body = (sourced_modules and source_forward(module, interleaver)) or forward
         if path in interleaver.wanted_inputs:  # type: ignore[union-attr]
             args, kwargs = interleaver.handle(f"{inputs}{index}", (args, kwargs))  # type: ignore[union-attr]
             output = interleaver.skips.pop(path, _MISSING)  # type: ignore[union-attr]

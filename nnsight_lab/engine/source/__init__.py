@@ -17,6 +17,6 @@ read and replaced through the same mediator `get` / `set`.
 from __future__ import annotations
 
 from .operation import OperationEnvoy, SourceView, source_view
-from .probe import source_forward
+from .probe import source_forward, sourced_modules
 
-__all__ = ["OperationEnvoy", "SourceView", "source_forward", "source_view"]
+__all__ = ["OperationEnvoy", "SourceView", "source_forward", "source_view", "sourced_modules"]

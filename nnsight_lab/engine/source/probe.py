@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 _COMPILED: dict[CodeType, Compiled] = {}
 _SOURCED: weakref.WeakKeyDictionary[nn.Module, ModuleSource] = weakref.WeakKeyDictionary()
+# The registry's own dict (of weak references): empty while no module is sourced. The
+# routing wrapper tests it on every module call, where WeakKeyDictionary's len() (Python
+# code) would cost more than the rest of the test.
+sourced_modules: dict = _SOURCED.data  # type: ignore[attr-defined]
 
 
 class Scope:
@@ -211,10 +215,8 @@ def is_sourced(module: nn.Module) -> bool:
 def source_forward(module: nn.Module, interleaver: Interleaver) -> Callable | None:
     """What the routing wrapper calls instead of `module`'s forward, or None: not sourced.
 
-    Called on every routed module call: the common case is one failed lookup.
+    Called on routed module calls once any module is sourced (see `sourced_modules`).
     """
-    if not _SOURCED:
-        return None
     source = _SOURCED.get(module)
     if source is None:
         return None
