@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import TracingError
-from ..tracing import Body, Namespace
+from ..tracing import Body, Namespace, save
 from ..tracing import rewrite as names
 from .backward import Backward, grad_of, set_grad
 from .cache import Cache
@@ -38,7 +38,7 @@ class LocalBackend:
     def __call__(self, tracer: Tracer) -> dict[str, Any]:
         body, scope = tracer.body, tracer.scope
         assert body is not None and scope is not None
-        namespace = Namespace(*scope, helpers(self.saver(tracer)))
+        namespace = Namespace(*scope, self.helpers(tracer))
         tracer.namespace = namespace
         if body.has_invokes:
             exec(body.code, namespace)  # collects the invokes
@@ -54,9 +54,9 @@ class LocalBackend:
         run_invokes(tracer, invokes, self.call)
         return tracer.saved_from(namespace)
 
-    def saver(self, tracer: Tracer) -> Callable[[Any], Any]:
-        """What `x.save()` calls in this backend's bodies."""
-        return tracer.save
+    def helpers(self, tracer: Tracer) -> dict[str, Any]:
+        """The engine functions that this backend's bodies call (`x.save()` among them)."""
+        return HELPERS
 
     def call(self, tracer: Tracer, args: tuple, kwargs: dict) -> Any:
         """Run the model once on the batched input (routed by the interleaver)."""
@@ -134,4 +134,5 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke], call: Callable) -> None:
     tracer.result = interleaver.run(model._router, lambda: call(tracer, args, kwargs))
 
 
+HELPERS = helpers(save)  # `save` marks a value in every running trace, so one dict serves all
 LOCAL = LocalBackend()

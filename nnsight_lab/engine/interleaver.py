@@ -18,10 +18,20 @@ from typing import Any
 
 from ..errors import NotReachedError
 from .hooks import Router
-from .mediator import IterationOver, Mediator, State, _access
+from .mediator import (
+    AT_BARRIER,
+    AT_NAME,
+    DONE,
+    NEW,
+    RELEASED,
+    WAITING,
+    IterationOver,
+    Mediator,
+    _access,
+)
 
-_RUNNABLE = (State.DONE, State.AT_NAME)
-_IDLE = (State.DONE, State.NEW)
+_RUNNABLE = (DONE, AT_NAME)
+_IDLE = (DONE, NEW)
 
 
 class Abort(BaseException):
@@ -78,10 +88,10 @@ class Interleaver:
                 mediator.start(self)
                 if mediator.error is not None:
                     self._abort(mediator)
-                waiting = waiting or mediator.state is not State.DONE
+                waiting = waiting or mediator.state is not DONE
             if waiting:
                 self.step()  # bodies released by a barrier or an assignment before the model ran
-                waiting = any(m.state not in _IDLE for m in self.mediators)
+                waiting = self._waiting()
             if self.stopping:
                 output = None
             elif not waiting and self.cache is None:
@@ -98,6 +108,12 @@ class Interleaver:
         finally:
             for mediator in self.mediators:
                 mediator.close()
+
+    def _waiting(self) -> bool:
+        for mediator in self.mediators:  # a loop, not any(): cheaper when it stops early
+            if mediator.state not in _IDLE:
+                return True
+        return False
 
     def _call_routed(self, router: Router | None, call: Callable[[], Any]) -> Any:
         unroute = router.install(self) if router is not None else None
@@ -126,24 +142,26 @@ class Interleaver:
 
     def step(self) -> None:
         """Resume, in invoke order, every body that can go on at the current location."""
-        location = self.location
-        progressed = True
-        while progressed:
-            progressed = False
-            for mediator in self.mediators:
+        location, mediators = self.location, self.mediators
+        again = True
+        while again:
+            again = False
+            for mediator in mediators:
                 state = mediator.state
-                if (state is State.WAITING and mediator.location == location) or (
-                    state is State.RELEASED
-                ):
-                    mediator.resume()
-                    if mediator.error is not None:
-                        self._abort(mediator)
-                    progressed = True
-                elif state is State.AT_NAME and not self._could_assign(mediator):
-                    mediator.resume()  # no body can assign its name any more: NameError
-                    if mediator.error is not None:
-                        self._abort(mediator)
-                    progressed = True
+                if state is WAITING:
+                    if mediator.location != location:
+                        continue
+                elif state is AT_NAME:
+                    if self._could_assign(mediator):
+                        continue  # else resumed: no body can assign its name any more: NameError
+                elif state is not RELEASED:
+                    continue
+                mediator.resume()
+                if mediator.error is not None:
+                    self._abort(mediator)
+                # A body that ran may have released another (a barrier, a name): look again.
+                # A lone body cannot: it never waits for a barrier or a name, nor twice here.
+                again = len(mediators) > 1
 
     # -- called from the mediators -------------------------------------------
 
@@ -174,16 +192,16 @@ class Interleaver:
             raise KeyError(name)
         mediator.name = name
         try:
-            mediator.park(State.AT_NAME)
+            mediator.park(AT_NAME)
         finally:
             mediator.name = None
-        if mediator.state is State.AT_NAME:  # resumed without a release: nobody assigned it
+        if mediator.state is AT_NAME:  # resumed without a release: nobody assigned it
             raise KeyError(name)
 
     def name_assigned(self, name: str) -> None:
         for mediator in self.mediators:
-            if mediator.state is State.AT_NAME and mediator.name == name:
-                mediator.state = State.RELEASED
+            if mediator.state is AT_NAME and mediator.name == name:
+                mediator.state = RELEASED
 
     def _could_assign(self, waiting: Mediator) -> bool:
         return any(m is not waiting and m.state not in _RUNNABLE for m in self.mediators)
@@ -193,16 +211,17 @@ class Interleaver:
     def finish(self) -> None:
         """Run deferred bodies; end every body still waiting (the model is done)."""
         for mediator in self.mediators:
-            if mediator.deferred and mediator.state is State.NEW:
+            if mediator.deferred and mediator.state is NEW:
                 mediator.start(self)
-            if mediator.state is State.WAITING:
+            state = mediator.state
+            if state is WAITING:
                 if mediator.iterating:
                     mediator.fail(IterationOver())  # no further step: the iteration ends
                 else:
                     mediator.fail(self.missed(mediator.location or ".."))
-            elif mediator.state is State.AT_NAME:
+            elif state is AT_NAME:
                 mediator.resume()
-            elif mediator.state is State.AT_BARRIER:
+            elif state is AT_BARRIER:
                 mediator.fail(
                     NotReachedError(
                         "this barrier was never passed: fewer invokes called it than its "

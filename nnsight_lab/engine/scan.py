@@ -18,7 +18,9 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from ..errors import TracingError
-from .backends import LocalBackend
+from ..tracing import save
+from ..tracing.rewrite import SAVE
+from .backends import HELPERS, LocalBackend
 
 if TYPE_CHECKING:
     from .tracer import Tracer
@@ -41,17 +43,18 @@ class ScanBackend(LocalBackend):
             fake = tree_map(_faker(mode), (args, kwargs))
             return getattr(tracer.model, tracer.entry)(*fake[0], **fake[1])
 
-    def saver(self, tracer: Tracer) -> Callable[[Any], Any]:
-        def save(value: Any) -> Any:
-            if any(isinstance(leaf, FakeTensor) for leaf in tree_flatten(value)[0]):
-                raise TracingError(
-                    "a scan computes shapes, not values, so this tensor has no data to keep. "
-                    "Save what the scan knows instead, e.g. `x.shape` or `x.dtype`, or use "
-                    "`model.trace(...)` for real values."
-                )
-            return tracer.save(value)
+    def helpers(self, tracer: Tracer) -> dict[str, Any]:
+        return {**HELPERS, SAVE: _save_no_fakes}
 
-        return save
+
+def _save_no_fakes(value: Any) -> Any:
+    if any(isinstance(leaf, FakeTensor) for leaf in tree_flatten(value)[0]):
+        raise TracingError(
+            "a scan computes shapes, not values, so this tensor has no data to keep. "
+            "Save what the scan knows instead, e.g. `x.shape` or `x.dtype`, or use "
+            "`model.trace(...)` for real values."
+        )
+    return save(value)
 
 
 def _faker(mode: FakeTensorMode) -> Callable[[Any], Any]:
