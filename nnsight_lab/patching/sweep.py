@@ -1,11 +1,11 @@
 """`activation_patching`: how much of a behaviour one activation carries.
 
-`activation_patching` runs the clean prompt once, keeping each block's activation,
-then runs the corrupted prompt with one (layer, position) activation replaced by
-the clean one, for every pair, and measures `metric(logits)` of each patched run.
-The patched runs are rows of one batch: each chunk of patches is one trace, one
-forward pass, whose body patches every row at its own layer and position, so a
-sweep costs a few forward passes instead of one trace per patch.
+The clean prompt runs once, keeping each site's activation; then the corrupted
+prompt runs with one (layer, position) activation replaced by the clean one, for
+every pair, and `metric(logits)` is measured on each patched run. The patched runs
+are rows of a batch: each chunk of patches is one trace, one forward pass, whose
+body patches every row at its own layer and position. What the runs can share
+(the unpatched prefix, the projection onto the vocabulary) is in `corrupted`.
 """
 
 from __future__ import annotations
@@ -89,16 +89,21 @@ def activation_patching(
         clean_values = _clean_activations(model, clean_ids, sites, order)
         corrupted_run = Corrupted.of(model, corrupted_ids)
         chunks = _chunks(order, len(positions), size, by_position=corrupted_run.base is not None)
-        began, shown, outputs = time.perf_counter(), False, []
+        began, shown, values, hidden = time.perf_counter(), False, [], []
         for done, chunk in enumerate(chunks, start=1):
             rows = [(i, positions[j]) for i, j in chunk]
-            outputs.append(_patched_runs(model, corrupted_run, sites, clean_values, rows))
+            output = _patched_runs(model, corrupted_run, sites, clean_values, rows)
+            if corrupted_run.project is None:  # logits: measured now, not kept
+                values += [_scalar(metric(output[r : r + 1])) for r in range(len(rows))]
+            else:  # hidden states: measured at the end, projected together
+                hidden.append(output)
             if progress or (progress is None and time.perf_counter() - began > 1.0):
                 print(f"\ractivation patching: {done}/{len(chunks)}", end="", file=sys.stderr)
                 shown = True
         if shown:
             print(file=sys.stderr)
-        values = _metrics(torch.cat(outputs), corrupted_run.project, metric, size)
+        if corrupted_run.project is not None:
+            values = _lazy_metrics(torch.cat(hidden), corrupted_run.project, metric, size)
     result = torch.empty(len(layers), len(positions))
     for (i, j), value in zip([pair for chunk in chunks for pair in chunk], values, strict=True):
         result[i, j] = value
@@ -201,14 +206,12 @@ def _patched_runs(
     return final
 
 
-def _metrics(
-    outputs: torch.Tensor, project: nn.Linear | None, metric: Metric, size: int
+def _lazy_metrics(
+    outputs: torch.Tensor, project: nn.Linear, metric: Metric, size: int
 ) -> list[float]:
-    """`metric` of each run's logits. With `project`, `outputs` are hidden states and
-    the logits are projected where read: the positions the first run's metric reads
-    are projected for the other runs `size` at a time (one matrix product each)."""
-    if project is None:
-        return [_scalar(metric(outputs[r : r + 1])) for r in range(outputs.shape[0])]
+    """`metric` of each run's logits, projected from its hidden states `outputs[r]` where
+    read: the positions the first run's metric reads are projected for the other runs
+    `size` at a time (one matrix product each)."""
     first = LazyLogits(outputs[:1], project)
     values = [_scalar(metric(first))]
     read = first.read
