@@ -51,12 +51,14 @@ class LocalBackend:
             tracer.kwargs = {}
         else:
             invokes = [Invoke(body, namespace, tracer.inputs, {})]
-        run_invokes(tracer, invokes, self.call)
+        run_invokes(tracer, invokes, self)
         return tracer.saved_from(namespace)
 
     def helpers(self, tracer: Tracer) -> dict[str, Any]:
         """The engine functions that this backend's bodies call (`x.save()` among them)."""
         return HELPERS
+
+    stops_early = False  # end the forward once every body is done (what it returns unused)
 
     def call(self, tracer: Tracer, args: tuple, kwargs: dict) -> Any:
         """Run the model once on the batched input (routed by the interleaver)."""
@@ -97,8 +99,9 @@ def start_cache(interleaver: Interleaver, cache: Cache) -> None:
             interleaver.expect(path, "input")
 
 
-def run_invokes(tracer: Tracer, invokes: list[Invoke], call: Callable) -> None:
-    """Batch the invokes' inputs, run the model once (`call`) with every body interleaved."""
+def run_invokes(tracer: Tracer, invokes: list[Invoke], backend: LocalBackend) -> None:
+    """Batch the invokes' inputs, run the model once (`backend.call`) with every body
+    interleaved."""
     model = tracer.model
     prepared, mediators, size, endless = [], [], 0, False
     for invoke in invokes:
@@ -131,7 +134,8 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke], call: Callable) -> None:
     interleaver = Interleaver(edits + mediators, size)
     if tracer.pending_cache is not None:
         start_cache(interleaver, tracer.pending_cache)
-    tracer.result = interleaver.run(model._router, lambda: call(tracer, args, kwargs))
+    interleaver.stop_when_done = backend.stops_early
+    tracer.result = interleaver.run(model._router, lambda: backend.call(tracer, args, kwargs))
 
 
 HELPERS = helpers(save)  # `save` marks a value in every running trace, so one dict serves all

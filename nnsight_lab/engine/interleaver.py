@@ -62,6 +62,8 @@ class Interleaver:
         self.wanted_outputs: dict[str, int] = {}  # path -> bodies waiting on its output
         self.skips: dict[str, Any] = {}  # path -> the output to use instead of running it
         self.stopping = False  # set by `tracer.stop()`: end the forward after this point
+        # End the forward once every body is done (a scan: what the model returns is fake).
+        self.stop_when_done = False
         self.cache: Any = None  # a Cache recording values, from `tracer.cache()`
         self.result: Any = None  # what the model returned, for bodies run after it
         self.router: Router | None = None
@@ -115,6 +117,10 @@ class Interleaver:
                 return True
         return False
 
+    def _all_done(self) -> bool:
+        """Whether nothing can read the model any more: no body left, deferred or caching."""
+        return self.cache is None and all(m.state is DONE for m in self.mediators)
+
     def _call_routed(self, router: Router | None, call: Callable[[], Any]) -> Any:
         unroute = router.install(self) if router is not None else None
         try:
@@ -134,7 +140,7 @@ class Interleaver:
             self.step()
             if self.cache is not None:
                 self.cache.record(location, self.value)
-            if self.stopping:
+            if self.stopping or (self.stop_when_done and self._all_done()):
                 raise Stop
             return self.value
         finally:

@@ -25,18 +25,50 @@ from .backends import HELPERS, LocalBackend
 if TYPE_CHECKING:
     from .tracer import Tracer
 
-# One fake mode per model: it remembers the fakes of the model's weights between scans.
-_modes: weakref.WeakKeyDictionary[torch.nn.Module, FakeTensorMode] = weakref.WeakKeyDictionary()
+
+class _Fakes:
+    """One model's fake mode, and the fakes of its weights, kept alive between scans.
+
+    torch's converter remembers the fake of a real tensor only while that fake lives, so
+    without `kept` every scan would convert every weight again (most of a scan's time).
+    """
+
+    def __init__(self) -> None:
+        self.mode = FakeTensorMode(allow_non_fake_inputs=True)
+        self.kept: list[FakeTensor] = []
+
+    def refresh(self, module: torch.nn.Module) -> bool:
+        """Fakes of the module's weights as they are now (a known tensor gets its memo, a
+        new one a new fake); False if a fake no longer matches its tensor (`.data = ...`)."""
+        weights = [*module.parameters(), *module.buffers()]
+        self.kept = [self.mode.from_tensor(t) for t in weights]
+        return all(_same_meta(f, t) for f, t in zip(self.kept, weights, strict=True))
+
+
+def _same_meta(fake: FakeTensor, real: torch.Tensor) -> bool:
+    return fake.shape == real.shape and fake.dtype == real.dtype and fake.device == real.device
+
+
+_fakes: weakref.WeakKeyDictionary[torch.nn.Module, _Fakes] = weakref.WeakKeyDictionary()
+
+
+def _fakes_of(module: torch.nn.Module) -> _Fakes:
+    fakes = _fakes.get(module)
+    if fakes is None or not fakes.refresh(module):
+        fakes = _fakes[module] = _Fakes()
+        fakes.refresh(module)
+    return fakes
 
 
 class ScanBackend(LocalBackend):
-    """Runs a trace on fake tensors."""
+    """Runs a trace on fake tensors; the forward ends once every body is done (what the
+    model returns is fake, so the rest of the pass could only cost time)."""
+
+    stops_early = True
 
     def call(self, tracer: Tracer, args: tuple, kwargs: dict) -> Any:
         module = tracer.model._model
-        mode = _modes.get(module)
-        if mode is None:
-            mode = _modes[module] = FakeTensorMode(allow_non_fake_inputs=True)
+        mode = _fakes_of(module).mode
         if hasattr(getattr(module, "config", None), "use_cache"):
             kwargs = {"use_cache": False, **kwargs}  # one pass: a key/value cache is no use
         with mode, torch.inference_mode():

@@ -33,3 +33,26 @@ def test_saving_a_tensor_in_a_scan_is_a_clear_error(toy_net):
     with pytest.raises(nnsight.TracingError, match="shapes, not values"):
         with model.scan(torch.rand(1, 5)):
             model.layer1.output.save()
+
+
+def test_scan_ends_the_forward_once_every_body_is_done(toy_net):
+    calls = []
+    toy_net.layer2.register_forward_hook(lambda m, a, out: calls.append("layer2"))
+    model = NNsight(toy_net)
+    with model.scan(torch.rand(1, 5)):
+        width = nnsight.save(model.layer1.output.shape[-1])
+    assert width == toy_net.layer1.out_features and calls == []  # layer2 never ran
+    with model.scan(torch.rand(1, 5)):
+        shape = model.output.shape.save()
+    assert tuple(shape) == (1, 2) and calls == ["layer2"]
+
+
+def test_scan_sees_a_weight_replaced_between_scans(toy_net):
+    model = NNsight(toy_net)
+    with model.scan(torch.rand(1, 5)):
+        before = model.layer1.output.shape.save()
+    toy_net.layer1.weight.data = torch.rand(3, 5)  # same Parameter object, new shape
+    toy_net.layer1.bias.data = torch.rand(3)
+    with model.scan(torch.rand(1, 5)):
+        after = model.layer1.output.shape.save()
+    assert tuple(before) == (1, toy_net.layer2.in_features) and tuple(after) == (1, 3)
