@@ -80,15 +80,15 @@ def activation_patching(
             f"by position; got {clean_ids.shape[-1]} and {corrupted_ids.shape[-1]}. Pad or "
             "reword one of them."
         )
-    layers = _indices(layers, len(blocks), "layer")
+    wanted = _indices(layers, len(blocks), "layer")
+    layers = sorted(wanted)  # forward order; the result comes back in the order asked
     positions = _indices(positions, clean_ids.shape[-1], "position")
     sites = [_site(blocks[layer], component) for layer in layers]
     size = batch_size or _fitting_batch(model, clean_ids.shape[-1], len(blocks))
     with torch.no_grad():
-        order = sorted(range(len(layers)), key=lambda i: layers[i])  # forward order
-        clean_values = _clean_activations(model, clean_ids, sites, order)
+        clean_values = _clean_activations(model, clean_ids, sites)
         corrupted_run = Corrupted.of(model, corrupted_ids)
-        chunks = _chunks(order, len(positions), size, by_position=corrupted_run.base is not None)
+        chunks = _chunks(len(layers), positions, size, by_position=corrupted_run.base is not None)
         began, shown, values, hidden = time.perf_counter(), False, [], []
         for done, chunk in enumerate(chunks, start=1):
             rows = [(i, positions[j]) for i, j in chunk]
@@ -107,22 +107,23 @@ def activation_patching(
     result = torch.empty(len(layers), len(positions))
     for (i, j), value in zip([pair for chunk in chunks for pair in chunk], values, strict=True):
         result[i, j] = value
-    return result
+    return result[[layers.index(layer) for layer in wanted]]
 
 
 def _chunks(
-    order: list[int], positions: int, size: int, *, by_position: bool
+    layers: int, positions: list[int], size: int, *, by_position: bool
 ) -> list[list[tuple[int, int]]]:
-    """(layer index, position index) pairs in chunks of at most `size`; with shared
-    prefixes a chunk holds one position, so its runs start at the same token."""
+    """(layer index, position index) pairs in chunks of at most `size`, layers in forward
+    order within a chunk. With shared prefixes the pairs go position by position, so a
+    chunk's runs start at its first position (runs patched later repeat a few tokens)."""
     if not by_position:
-        pairs = [(i, j) for i in order for j in range(positions)]
-        return [pairs[start : start + size] for start in range(0, len(pairs), size)]
-    return [
-        [(i, j) for i in order[start : start + size]]
-        for j in range(positions)
-        for start in range(0, len(order), size)
-    ]
+        pairs = [(i, j) for i in range(layers) for j in range(len(positions))]
+        chunks = [pairs[start : start + size] for start in range(0, len(pairs), size)]
+    else:
+        by_start = sorted(range(len(positions)), key=positions.__getitem__)
+        pairs = [(i, j) for j in by_start for i in range(layers)]
+        chunks = [pairs[start : start + size] for start in range(0, len(pairs), size)]
+    return [sorted(chunk) for chunk in chunks]
 
 
 def find_blocks(model: Envoy) -> Envoy:
@@ -161,17 +162,13 @@ def _site(block: Envoy, component: str) -> Envoy:
     )
 
 
-def _clean_activations(
-    model: NNsight, ids: torch.Tensor, sites: list[Envoy], order: list[int]
-) -> list:
-    """The clean run's activation at each site (read in `order`, the forward order)."""
+def _clean_activations(model: NNsight, ids: torch.Tensor, sites: list[Envoy]) -> list:
+    """The clean run's activation at each site (the sites in forward order)."""
     with model.trace(ids) as tracer:
-        values = dict.fromkeys(order)
-        for i in order:
-            values[i] = _hidden(sites[i].output).clone()
+        values = [_hidden(site.output).clone() for site in sites]
         save(values)
         tracer.stop()  # nothing after the last site is needed
-    return [values[i] for i in range(len(sites))]
+    return values
 
 
 def _patched_runs(
@@ -182,17 +179,16 @@ def _patched_runs(
     rows: list[tuple[int, int]],
 ) -> torch.Tensor:
     """One forward pass of `len(rows)` patched runs; row r is patched at `rows[r]` =
-    (site index, position). Returns their logits `[rows, seq, vocab]`, or, where the
+    (site index, position); the runs start at the chunk's first patched position where
+    the corrupted prefix is shared. Returns their logits `[rows, seq, vocab]`, or, where the
     logits are projected lazily, the body's last hidden states `[rows, seq, hidden]`."""
-    positions = {position for _, position in rows}
-    start = positions.pop() if len(positions) == 1 else 0
-    ids, kwargs, cut, known = corrupted.batch(start, len(rows))
+    ids, kwargs, cut, known = corrupted.batch(min(p for _, p in rows), len(rows))
     by_site: dict[int, list[tuple[int, int]]] = {}
     for row, (site, position) in enumerate(rows):
         by_site.setdefault(site, []).append((row, position))
     base = corrupted.base if corrupted.project is not None else None
     with model.trace(ids, **kwargs) as tracer:
-        for site in by_site:  # rows come in forward order
+        for site in sorted(by_site):  # sites are in forward order
             hidden = _hidden(sites[site].output)
             for row, position in by_site[site]:
                 hidden[row, position - cut] = clean[site][0, position]

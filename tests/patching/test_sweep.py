@@ -159,3 +159,14 @@ def test_logits_changed_after_the_output_embedding_are_not_projected_lazily(
     )
     got = activation_patching(model, clean, corrupted, metric, layers=[1], positions=[2, 6])
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_result_follows_the_order_asked(llm):
+    def metric(logits):
+        return logits[0, -1, 9]
+
+    forward = activation_patching(llm, CLEAN, CORRUPTED, metric, layers=[0, 1], positions=[2, 5])
+    reverse = activation_patching(llm, CLEAN, CORRUPTED, metric, layers=[1, 0], positions=[5, 2])
+    torch.testing.assert_close(reverse, forward.flip(0).flip(1))
+    with pytest.raises(ValueError, match="given twice"):
+        activation_patching(llm, CLEAN, CORRUPTED, metric, layers=[1, -1])
