@@ -107,7 +107,11 @@ class TraceMagics(Magics):
         """The cell as a trace body, line 1 being the `%%trace` line."""
         text = f"# %%trace {line}\n{cell}"
         filename = self._shell.compile.cache(text, self._shell.execution_count)
-        tree = ast.parse(text, filename)  # a SyntaxError shows the cell's line, as any cell's
+        __tracebackhide__ = True  # noqa: F841
+        try:
+            tree = ast.parse(text, filename)
+        except SyntaxError as error:  # it names the cell's line: show it as any cell's error
+            raise error.with_traceback(None) from None
         if not tree.body:
             raise UsageError(f"the %%trace cell has no code to run.\n{USAGE}")
         return compile_statements(tree.body, filename, 1, text.splitlines(True), target="tracer")
