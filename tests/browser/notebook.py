@@ -17,6 +17,7 @@ from browser.server import KERNEL_NAME
 
 ATTN_SHAPE = (12, 12, 128, 128)  # layers, heads, query tokens, key tokens
 HEATMAP_SHAPE = (4, 8)  # layers, positions
+LONG_TOKENS = 600
 HEATMAP_LAYERS = ["L0", "L1", "L2", "L3"]
 HEATMAP_TOKENS = ["The", " Eiffel", " Tower", " is", " in", " the", " city", " of"]
 
@@ -29,6 +30,9 @@ class Cell:
     root: str | None = None
     #: CSS selector (inside ``root``) of a canvas that must be drawn before the cell counts as rendered.
     canvas: str | None = None
+    #: Whether the saved-notebook budget (1 MB per widget) applies: not to the 600-token
+    #: attention view, whose shown head alone is 1.4 MB of float32.
+    in_save_budget: bool = True
 
 
 CELLS = [
@@ -63,6 +67,16 @@ CELLS = [
         canvas="canvas.nnsight-attention-main",
     ),
     Cell(
+        "att_long",
+        f"att_long = AttentionView(\n"
+        f"    torch.rand(1, 4, {LONG_TOKENS}, {LONG_TOKENS}).softmax(-1),\n"
+        f'    tokens=[f"w{{i}} " for i in range({LONG_TOKENS})],\n'
+        f")\natt_long",
+        root=".nnsight-attention-view",
+        canvas="canvas.nnsight-attention-main",
+        in_save_budget=False,
+    ),
+    Cell(
         "hm",
         f"hm = PatchingHeatmap(\n"
         f"    torch.randn{HEATMAP_SHAPE},\n"
@@ -77,6 +91,7 @@ CELLS = [
 ]
 
 WIDGET_CELLS = [cell.name for cell in CELLS if cell.root]
+BUDGET_CELLS = [cell.name for cell in CELLS if cell.root and cell.in_save_budget]
 
 
 def write_notebook(path: Path) -> Path:

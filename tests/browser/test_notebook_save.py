@@ -15,7 +15,7 @@ import json
 
 import pytest
 from browser.lab import METRICS
-from browser.notebook import WIDGET_CELLS
+from browser.notebook import BUDGET_CELLS, WIDGET_CELLS
 
 pytestmark = pytest.mark.browser
 
@@ -34,7 +34,7 @@ def test_saved_notebook_grows_less_than_1mb_per_widget(notebook):
     state = saved["metadata"].get("widgets", {}).get(STATE_MIME, {}).get("state", {})
     assert state, "no widget state was saved (saveState should be on)"
     per_widget, outputs_only = {}, {}
-    for name in WIDGET_CELLS:
+    for name in BUDGET_CELLS:
         outputs = cells[name]["outputs"]
         views = [o["data"][VIEW_MIME] for o in outputs if VIEW_MIME in o.get("data", {})]
         assert views, f"cell {name!r} saved no widget view: {outputs}"
