@@ -47,8 +47,8 @@ class Corrupted:
         module = model._module
         base = getattr(module, "base_model", None)
         envoy = next((e for e in model.modules() if e._module is base), None)
-        if not isinstance(base, nn.Module) or base is module or envoy is None:
-            return cls(ids)
+        if not isinstance(base, nn.Module) or base is module or envoy is None or model._edits:
+            return cls(ids)  # (the plain runs below would not apply persistent edits)
         ids = ids.to(next(module.parameters()).device)
         out = base(ids, use_cache=True)
         cache = getattr(out, "past_key_values", None)

@@ -170,3 +170,24 @@ def test_result_follows_the_order_asked(llm):
     torch.testing.assert_close(reverse, forward.flip(0).flip(1))
     with pytest.raises(ValueError, match="given twice"):
         activation_patching(llm, CLEAN, CORRUPTED, metric, layers=[1, -1])
+
+
+def test_persistent_edits_apply_to_every_patched_run(llm):
+    def metric(logits):
+        return logits[0, :, 3].sum()  # every position, also those before the patch
+
+    with llm.edit() as edited:
+        llm.transformer.h[0].output[:] = llm.transformer.h[0].output * 0.5
+    expected = torch.empty(1, 3)
+    with torch.no_grad():
+        with edited.trace(CLEAN):
+            clean = edited.transformer.h[1].output.save()
+        for j, position in enumerate([0, 4, 8]):
+            with edited.trace(CORRUPTED):
+                edited.transformer.h[1].output[:, position] = clean[:, position]
+                logits = edited.lm_head.output.save()
+            expected[0, j] = metric(logits)
+    got = activation_patching(
+        edited, CLEAN, CORRUPTED, metric, layers=[1], positions=[0, 4, 8], batch_size=1
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
