@@ -50,6 +50,8 @@ class Corrupted:
         if not isinstance(base, nn.Module) or base is module or envoy is None or model._edits:
             return cls(ids)  # (the plain runs below would not apply persistent edits)
         ids = ids.to(next(module.parameters()).device)
+        if "use_cache" not in inspect.signature(base.forward).parameters:
+            return cls(ids)
         out = base(ids, use_cache=True)
         cache = getattr(out, "past_key_values", None)
         if not all(hasattr(cache, name) for name in ("crop", "batch_repeat_interleave")):
