@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 from ..errors import TracingError
-from .inputs import first_input, with_first_input
+from .inputs import FirstInput
 from .mediator import current_mediator
 from .source import SourceView, source_view
 
 _VALUES = ("output", "input", "inputs")
 
 
-class Envoy:
+class Envoy(FirstInput):
     """One module of a wrapped model.
 
     Args:
@@ -110,15 +110,6 @@ class Envoy:
     def inputs(self, value: tuple[tuple, dict]) -> None:
         args, kwargs = value
         current_mediator(self._path, "inputs").set(self._path, "input", (tuple(args), kwargs))
-
-    @property
-    def input(self) -> Any:
-        """The module's first input: the first positional argument, else the first keyword."""
-        return first_input(self.inputs)
-
-    @input.setter
-    def input(self, value: Any) -> None:
-        self.inputs = with_first_input(self.inputs, value)
 
     def skip(self, value: Any) -> None:
         """Do not run this module in this call; use `value` as its output.

@@ -17,3 +17,20 @@ def with_first_input(inputs: tuple[tuple, dict], value: Any) -> tuple[tuple, dic
     if args:
         return (value, *args[1:]), kwargs
     return args, {**kwargs, next(iter(kwargs)): value}
+
+
+class FirstInput:
+    """`.input` of anything with `.inputs` (a module's envoy, an operation's): the first
+    input, read and replaced through `.inputs`."""
+
+    __slots__ = ()
+    inputs: tuple[tuple, dict]
+
+    @property
+    def input(self) -> Any:
+        """The first input: the first positional argument, else the first keyword's value."""
+        return first_input(self.inputs)
+
+    @input.setter
+    def input(self, value: Any) -> None:
+        self.inputs = with_first_input(self.inputs, value)  # type: ignore[misc]  (a subclass property)

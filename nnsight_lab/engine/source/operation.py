@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from ...errors import NotReachedError, OutOfOrderError, TracingError
-from ..inputs import first_input, with_first_input
+from ..inputs import FirstInput
 from ..mediator import _access, current_mediator
 from .listing import excerpt, listing
 from .probe import Callee, NoSourceError, Scope, is_sourced, module_source
@@ -104,7 +104,7 @@ class SourceView:
     __repr__ = __str__
 
 
-class OperationEnvoy:
+class OperationEnvoy(FirstInput):
     """One call made inside a forward: `module.source.<name>`.
 
     Inside a trace body `.output` is what the call returned, `.inputs` its
@@ -141,15 +141,6 @@ class OperationEnvoy:
     def inputs(self, value: tuple[tuple, dict]) -> None:
         args, kwargs = value
         self._set("input", "inputs", (tuple(args), dict(kwargs)))
-
-    @property
-    def input(self) -> Any:
-        """The call's first argument: the first positional one, else the first keyword."""
-        return first_input(self.inputs)
-
-    @input.setter
-    def input(self, value: Any) -> None:
-        self.inputs = with_first_input(self.inputs, value)
 
     @property
     def source(self) -> SourceView:
