@@ -33,4 +33,4 @@ class FirstInput:
 
     @input.setter
     def input(self, value: Any) -> None:
-        self.inputs = with_first_input(self.inputs, value)  # type: ignore[misc]  (a subclass property)
+        self.inputs = with_first_input(self.inputs, value)  # type: ignore[misc]  # a subclass property
