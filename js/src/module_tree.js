@@ -3,7 +3,7 @@
  * module selects its access path (trait `selected`) and copies it; `stats`
  * adds shapes, moments and a histogram sparkline to the modules that have them.
  */
-import { copyText } from "./lib/clipboard.js";
+import { selectAndCopy } from "./lib/clipboard.js";
 import { h } from "./lib/dom.js";
 import { formatShape, formatValue, humanCount } from "./lib/format.js";
 import { batched, onChange, read, save } from "./lib/model.js";
@@ -199,14 +199,11 @@ function render({ model, el }) {
     } else if (button.dataset.action === "select") {
       const path = row.node.path;
       note = "";
-      save(model, "selected", path);
-      draw();
-      copyText(path).then((ok) => {
-        if (ok && read(model, "selected", "") === path) {
-          note = " (copied)";
-          draw();
-        }
+      selectAndCopy(model, path, () => {
+        note = " (copied)";
+        draw();
       });
+      draw();
     }
   };
 

@@ -3,9 +3,9 @@
  * each line. Clicking a chip selects `<module_path>.source.<op>.output`
  * (trait `selected`) and copies it.
  */
-import { copyText } from "./lib/clipboard.js";
+import { selectAndCopy } from "./lib/clipboard.js";
 import { h } from "./lib/dom.js";
-import { batched, onChange, read, readList, save } from "./lib/model.js";
+import { batched, onChange, read, readList } from "./lib/model.js";
 import { mountRoot } from "./lib/widget.js";
 import css from "./styles/source_view.css?raw";
 
@@ -79,14 +79,11 @@ function render({ model, el }) {
     if (!chip || !listing.contains(chip)) return;
     const path = operationPath(String(read(model, "module_path", "")), chip.dataset.op);
     note = "";
-    save(model, "selected", path);
-    draw();
-    copyText(path).then((ok) => {
-      if (ok && read(model, "selected", "") === path) {
-        note = " (copied)";
-        draw();
-      }
+    selectAndCopy(model, path, () => {
+      note = " (copied)";
+      draw();
     });
+    draw();
   };
 
   const off = onChange(model, ["lines", "module_path", "selected"], () => {

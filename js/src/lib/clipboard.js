@@ -1,3 +1,5 @@
+import { read, save } from "./model.js";
+
 /**
  * Copy text to the clipboard without ever failing the caller: the async
  * Clipboard API first, then the old execCommand route (VS Code webviews and
@@ -26,4 +28,15 @@ export async function copyText(text) {
   } catch {
     return false;
   }
+}
+
+/**
+ * A click on `path`: write it to the model's `selected` trait, copy it, and call
+ * `onCopied` once the copy worked, if `selected` still holds `path` by then.
+ */
+export function selectAndCopy(model, path, onCopied) {
+  save(model, "selected", path);
+  copyText(path).then((ok) => {
+    if (ok && read(model, "selected", "") === path) onCopied();
+  });
 }
