@@ -10,25 +10,28 @@ from typing import Any
 from ..engine.source import SourceView as Listing
 from ..models.nnsight import NNsight
 from . import activations
-from .module_tree import ModuleTree
-from .source_view import SourceView
+from .module_tree import ModuleTree, variable_name
+from .source_view import SourceView, model_name
 
 
 def register(shell: Any) -> None:
     """Show wrapped models and `.source` listings as widgets in `shell`."""
     formatter = shell.display_formatter.mimebundle_formatter
     formatter.for_type(NNsight, lambda model, include=None, exclude=None: _model(shell, model))
-    formatter.for_type(Listing, lambda listing, include=None, exclude=None: _listing(listing))
+    formatter.for_type(
+        Listing, lambda listing, include=None, exclude=None: _listing(shell, listing)
+    )
 
 
 def _model(shell: Any, model: NNsight) -> dict:
-    name = next((k for k, v in shell.user_ns.items() if v is model and k[0] != "_"), "model")
+    name = variable_name(model, shell.user_ns) or "model"
     tree = ModuleTree(model, cache=activations.latest(model), name=name)
     return _bundle(tree, repr(model))
 
 
-def _listing(listing: Listing) -> dict:
-    return _bundle(SourceView(listing), str(listing))
+def _listing(shell: Any, listing: Listing) -> dict:
+    view = SourceView(listing, name=model_name(listing, shell.user_ns) or "model")
+    return _bundle(view, str(listing))
 
 
 def _bundle(widget: Any, text: str) -> dict:

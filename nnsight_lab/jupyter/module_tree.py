@@ -53,7 +53,8 @@ class ModuleTree(anywidget.AnyWidget):
                 f"ModuleTree shows a wrapped model, got {type(model).__name__}: wrap it first, "
                 "e.g. `ModuleTree(NNsight(module))`."
             )
-        root = name or variable_name(model, sys._getframe(1)) or "model"
+        caller = sys._getframe(1)
+        root = name or variable_name(model, caller.f_locals, caller.f_globals) or "model"
         super().__init__(tree=module_tree(model, root), stats=module_stats(model, cache, root))
 
 
@@ -90,9 +91,9 @@ def module_stats(envoy: Envoy, values: Cache | Mapping | None, root: str) -> dic
     return stats
 
 
-def variable_name(value: Any, frame: Any) -> str | None:
-    """The name a caller's variable holds `value` under, if any (locals, then globals)."""
-    for scope in (frame.f_locals, frame.f_globals):
+def variable_name(value: Any, *scopes: dict) -> str | None:
+    """The name a variable of `scopes` (searched in order) holds `value` under, if any."""
+    for scope in scopes:
         for key, candidate in scope.items():
             if candidate is value and not key.startswith("_"):
                 return key

@@ -16,6 +16,7 @@ import traitlets
 
 from ..engine.envoy import Envoy
 from ..engine.source import SourceView as Listing
+from ..engine.source.probe import is_sourced, module_source
 from ..models.nnsight import NNsight
 from .serialization import access_path
 
@@ -49,8 +50,8 @@ class SourceView(anywidget.AnyWidget):
                 f"SourceView shows the forward of a module, got {type(module).__name__}: pass "
                 "a module of a wrapped model, e.g. `SourceView(llm.transformer.h[0].attn)`."
             )
-        owner = module._module if isinstance(module, Envoy) else None
-        root = name or _model_name(sys._getframe(1), owner) or "model"
+        caller = sys._getframe(1)
+        root = name or model_name(listing, caller.f_locals, caller.f_globals) or "model"
         super().__init__(module_path=_owner_path(listing, root), lines=listing_rows(listing))
 
 
@@ -78,11 +79,22 @@ def _owner_path(listing: Listing, root: str) -> str:
     return f"{path}.source.{operation}.source" if operation else path
 
 
-def _model_name(frame: Any, module: Any) -> str | None:
-    """The caller's name for the wrapped model that holds `module` (any model if None)."""
-    for scope in (frame.f_locals, frame.f_globals):
+def model_name(listing: Listing, *scopes: dict) -> str | None:
+    """The name under which `scopes` (searched in order) hold the wrapped model whose
+    module `listing` belongs to, if any."""
+    owner = listing._scope.root
+    for scope in scopes:
         for key, value in scope.items():
             if isinstance(value, NNsight) and not key.startswith("_"):
-                if module is None or any(m is module for m in value._model.modules()):
-                    return key
+                envoy = _envoy_at(value, owner.path)
+                if envoy is not None and is_sourced(envoy._module):
+                    if module_source(envoy._module, owner.path) is owner:
+                        return key
     return None
+
+
+def _envoy_at(model: NNsight, path: str) -> Envoy | None:
+    envoy: Envoy | None = model
+    for part in path.split(".")[1:]:
+        envoy = envoy._children.get(part) if envoy is not None else None
+    return envoy

@@ -167,3 +167,14 @@ def test_module_tree_shows_the_latest_cells_activations(with_llm):
     assert stats["shape"] == list(expected.shape)
     assert stats["mean"] == pytest.approx(expected.mean().item(), rel=1e-4)
     assert widget.tree["children"][0]["path"] == "llm.transformer"
+
+
+def test_a_source_listing_displays_as_a_source_view(with_llm):
+    shell, _ = with_llm
+    listing = shell.user_ns["llm"].transformer.h[0].attn.source
+    bundle, _ = shell.display_formatter.format(listing)
+    from ipywidgets.widgets.widget import _instances
+
+    widget = _instances[bundle["application/vnd.jupyter.widget-view+json"]["model_id"]]
+    assert widget.module_path == "llm.transformer.h[0].attn"
+    assert bundle["text/plain"] == str(listing)  # the printed listing, for consoles

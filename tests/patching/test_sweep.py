@@ -191,3 +191,14 @@ def test_persistent_edits_apply_to_every_patched_run(llm):
         edited, CLEAN, CORRUPTED, metric, layers=[1], positions=[0, 4, 8], batch_size=1
     )
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_progress_line_on_request(llm, capsys):
+    def metric(logits):
+        return logits[0, -1, 7]
+
+    activation_patching(llm, CLEAN, CORRUPTED, metric, layers=[0], batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "activation patching: 3/3" in err  # 10 positions in chunks of 4
+    activation_patching(llm, CLEAN, CORRUPTED, metric, layers=[0], batch_size=4, progress=False)
+    assert capsys.readouterr().err == ""
