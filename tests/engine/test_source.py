@@ -17,17 +17,22 @@ def _ids(llm, prompt: str = PROMPT) -> torch.Tensor:
     return llm.tokenizer(prompt, return_tensors="pt")["input_ids"]
 
 
+def _hooked_logits(hf_gpt2, ids: torch.Tensor, hook) -> torch.Tensor:
+    """Logits of a plain forward with `hook` (a torch hook handle) removed afterwards."""
+    try:
+        with torch.no_grad():
+            return hf_gpt2(ids).logits
+    finally:
+        hook.remove()
+
+
 def _c_proj_input(hf_gpt2, ids: torch.Tensor) -> torch.Tensor:
     """What layer 0's attention hands to c_proj, seen by a plain forward pre-hook."""
     seen = []
-    hook = hf_gpt2.transformer.h[0].attn.c_proj.register_forward_pre_hook(
-        lambda module, args: seen.append(args[0].clone())
+    c_proj = hf_gpt2.transformer.h[0].attn.c_proj
+    _hooked_logits(
+        hf_gpt2, ids, c_proj.register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
     )
-    try:
-        with torch.no_grad():
-            hf_gpt2(ids)
-    finally:
-        hook.remove()
     return seen[0]
 
 
@@ -105,12 +110,8 @@ def test_editing_an_operation_changes_logits_like_the_same_edit_by_hand(llm, hf_
         output[:, :, :8] = 0
         return output
 
-    hook = hf_gpt2.transformer.h[0].attn.c_proj.register_forward_hook(zero_first_eight)
-    try:
-        with torch.no_grad():
-            expected = hf_gpt2(ids).logits
-    finally:
-        hook.remove()
+    c_proj = hf_gpt2.transformer.h[0].attn.c_proj
+    expected = _hooked_logits(hf_gpt2, ids, c_proj.register_forward_hook(zero_first_eight))
     assert torch.equal(logits, expected)
 
 
@@ -120,14 +121,10 @@ def test_replacing_an_operation_input(llm, hf_gpt2):
         x = llm.transformer.h[1].attn.source.self_c_proj_0.input
         llm.transformer.h[1].attn.source.self_c_proj_0.input = x * 2
         logits = llm.output.logits.save()
-    hook = hf_gpt2.transformer.h[1].attn.c_proj.register_forward_pre_hook(
-        lambda module, args: (args[0] * 2,)
+    c_proj = hf_gpt2.transformer.h[1].attn.c_proj
+    expected = _hooked_logits(
+        hf_gpt2, ids, c_proj.register_forward_pre_hook(lambda module, args: (args[0] * 2,))
     )
-    try:
-        with torch.no_grad():
-            expected = hf_gpt2(ids).logits
-    finally:
-        hook.remove()
     assert torch.equal(logits, expected)
 
 
