@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 from browser.lab import METRICS
-from browser.notebook import ATTN_SHAPE, LONG_TOKENS
+from browser.notebook import ATTN_SHAPE
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
@@ -97,8 +97,7 @@ def test_600_tokens_draw_on_canvases_fast(lab):
     assert drawn(lab.canvas_stats(root.locator(MAIN)))
     METRICS["attention_view_600_tokens_render_ms"] = round(run.render_ms, 1)
     assert run.render_ms < MAX_RENDER_MS, f"rendered after {run.render_ms:.0f} ms"
-    # canvases, not a DOM node per cell: 600 x 600 weights in a handful of elements
+    # canvases, not a DOM node per cell: 600 x 600 weights in fewer than 200 elements
     nodes = root.evaluate("el => el.querySelectorAll('*').length")
     assert nodes < 200, nodes
-    assert LONG_TOKENS * LONG_TOKENS > 100 * nodes
     lab.screenshot("attention_view_600_tokens", lab.cell("att_long"))
