@@ -137,6 +137,7 @@ def _walk(tb):
         ("%%trace llm prompt -o 1abc", "-o takes a variable name"),
         ("%%trace llm prompt --generate --scan", "cannot be combined"),
         ("%%trace llm prompt remote", "needs a model server"),
+        ("%%trace llm prompt --scan remote", "drop `remote`"),
     ],
 )
 def test_bad_lines_give_a_usage_message(with_llm, line, message):
