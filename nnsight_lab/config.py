@@ -11,9 +11,12 @@ class AppConfig:
     """Behaviour of the engine.
 
     DEBUG: show nnsight_lab's own frames in tracebacks of errors raised in a trace body.
+    STEPPED: run simple trace bodies as generators instead of greenlets (faster, the same
+        results; see `nnsight_lab.tracing.stepped`). False runs every body in a greenlet.
     """
 
     DEBUG: bool = False
+    STEPPED: bool = True
 
 
 @dataclass

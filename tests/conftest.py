@@ -65,3 +65,17 @@ def llm(tiny_gpt2_path: Path):
     from nnsight_lab import LanguageModel
 
     return LanguageModel(str(tiny_gpt2_path), dispatch=True)
+
+
+@pytest.fixture(params=["stepped", "greenlet"])
+def runner(request):
+    """How simple trace bodies run: as generators (the default) or in greenlets, like
+    every other body (`CONFIG.APP.STEPPED`). The test runs once with each."""
+    from nnsight_lab import CONFIG
+
+    before = CONFIG.APP.STEPPED
+    CONFIG.APP.STEPPED = request.param == "stepped"
+    try:
+        yield request.param
+    finally:
+        CONFIG.APP.STEPPED = before

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..config import CONFIG
 from ..errors import TracingError
 from ..tracing import Body, Namespace, save
 from ..tracing import rewrite as names
@@ -17,6 +18,7 @@ from .backward import Backward, grad_of, set_grad
 from .cache import Cache
 from .interleaver import Interleaver
 from .mediator import Mediator
+from .stepped_mediator import SteppedMediator, can_step
 
 if TYPE_CHECKING:
     from .tracer import Tracer
@@ -116,7 +118,7 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke], backend: LocalBackend) ->
             # An invoke with no input after one that iterates without end runs once the
             # model is done (nothing would tell it that the iteration is over).
             deferred = rows is None and endless
-            mediator = Mediator(body.code, invoke.namespace, rows, deferred=deferred)
+            mediator = _mediator(body, invoke.namespace, rows, deferred)
             mediator.generating = tracer.entry == "_generate"
             mediators.append(mediator)
             endless = endless or body.endless
@@ -136,6 +138,26 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke], backend: LocalBackend) ->
         start_cache(interleaver, tracer.pending_cache)
     interleaver.stop_when_done = backend.stops_early
     tracer.result = interleaver.run(model._router, lambda: backend.call(tracer, args, kwargs))
+
+
+def _mediator(
+    body: Body, namespace: dict, rows: tuple[int, int] | None, deferred: bool
+) -> Mediator:
+    """The mediator that runs `body`: a stepped one (no greenlet) where the body allows it.
+
+    A stepped body stores names as globals, plain dict writes, as into a trace's
+    `Namespace`; an invoke's `Layer` must see its writes, so invokes run in greenlets.
+    """
+    stepped = body.stepped
+    if (
+        stepped is not None
+        and CONFIG.APP.STEPPED
+        and not deferred
+        and isinstance(namespace, Namespace)
+        and can_step(stepped.calls, namespace)
+    ):
+        return SteppedMediator(stepped.code, namespace, rows)
+    return Mediator(body.code, namespace, rows, deferred=deferred)
 
 
 HELPERS = helpers(save)  # `save` marks a value in every running trace, so one dict serves all

@@ -201,12 +201,7 @@ class Mediator:
         interleaver = self.interleaver
         assert interleaver is not None
         if interleaver.passed(path, kind, self.iteration):
-            raise OutOfOrderError(
-                f"`{_access(path, kind)}` was read after the model had already run "
-                f"`{_access(path, '')}`. A trace body runs alongside the forward pass, so "
-                "it must read modules in the order the model runs them: move this line above "
-                "the line that reads a later module."
-            )
+            raise out_of_order(path, kind)
         self.location = location
         self.waits += 1
         interleaver.expect(path, kind)
@@ -217,6 +212,21 @@ class Mediator:
             self.location = None
 
 
+def out_of_order(path: str, kind: str) -> OutOfOrderError:
+    """The error for reading `path.kind` after the model has run it."""
+    return OutOfOrderError(
+        f"`{_access(path, kind)}` was read after the model had already run "
+        f"`{_access(path, '')}`. A trace body runs alongside the forward pass, so "
+        "it must read modules in the order the model runs them: move this line above "
+        "the line that reads a later module."
+    )
+
+
+# The mediators whose bodies run as generators now, innermost last (see `stepped`): such a
+# body runs in the greenlet of whoever resumes it, so that greenlet does not tell who asks.
+stepping: list[Mediator] = []
+
+
 def current_mediator(what: str, kind: str = "", optional: bool = False) -> Any:
     """The mediator whose body is running now (None if `optional` and there is none).
 
@@ -224,7 +234,7 @@ def current_mediator(what: str, kind: str = "", optional: bool = False) -> Any:
         TracingError: no body of a running trace is executing (`what` and `kind` name
             the access, as a module path and `output`/`input`/..., or a call).
     """
-    mediator = getattr(getcurrent(), "mediator", None)
+    mediator = stepping[-1] if stepping else getattr(getcurrent(), "mediator", None)
     if mediator is None and not optional:
         access = _access(what, kind) if kind else what
         raise TracingError(

@@ -24,6 +24,7 @@ from types import CodeType, FrameType
 
 from ..errors import TraceSourceError
 from .rewrite import BodyRewriter
+from .stepped import Stepped, compile_stepped
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Body:
         after: line of the statement that follows the `with` block in its block, if one.
         endless: whether the body opens an unbounded `tracer.iter[:]` / `tracer.all()`.
         reads: names the body reads before assigning them (free names).
+        stepped: the body as a generator, when it can run without a greenlet (see `stepped`).
     """
 
     code: CodeType
@@ -53,6 +55,7 @@ class Body:
     target: str | None = None
     after: int | None = None
     endless: bool = False
+    stepped: Stepped | None = None
 
 
 _cache: dict[tuple[CodeType, int], Body] = {}
@@ -173,17 +176,21 @@ def compile_statements(
             "block, so `return`, `yield`, `break` or `continue` cannot leave it: save the value, "
             "and return or break after the `with` block."
         ) from None
+    has_invokes = any(_is_invoke(n) for s in statements for n in ast.walk(s))
+    endless = any(_is_endless(n) for s in statements for n in ast.walk(s))
+    simple = not (has_invokes or endless)
     return Body(
         code=code,
         source=_dedent(segment),
         filename=filename,
         lineno=lineno,
-        has_invokes=any(_is_invoke(n) for s in statements for n in ast.walk(s)),
+        has_invokes=has_invokes,
         first_line=next((s.lineno for s in statements if not _is_trivial(s)), None),
         reads=_free_names(statements),
         target=target,
         after=after,
-        endless=any(_is_endless(n) for s in statements for n in ast.walk(s)),
+        endless=endless,
+        stepped=compile_stepped(module.body, filename, lineno) if simple else None,
     )
 
 

@@ -25,6 +25,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
+def _script(runner: str) -> str:
+    """SCRIPT run the way `runner` says (its first line is blank: the lines stay put)."""
+    setting = f"import nnsight_lab; nnsight_lab.CONFIG.APP.STEPPED = {runner == 'stepped'}"
+    return SCRIPT.replace("\n", setting + "\n", 1)
+
+
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=120, **kwargs
@@ -35,9 +41,9 @@ def _user_frames_only(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip().startswith("File ")]
 
 
-def test_script_traceback_names_the_users_line(tmp_path):
+def test_script_traceback_names_the_users_line(tmp_path, runner):
     script = tmp_path / "experiment.py"
-    script.write_text(SCRIPT)
+    script.write_text(_script(runner))
     result = _run([str(script)])
     assert result.returncode == 1
     assert "IndexError: index 10 is out of bounds" in result.stderr
@@ -47,8 +53,8 @@ def test_script_traceback_names_the_users_line(tmp_path):
     assert not any("nnsight_lab/engine" in f or "greenlet" in f for f in frames), frames
 
 
-def test_python_dash_c_traceback_shows_the_source_line():
-    result = _run(["-c", SCRIPT])
+def test_python_dash_c_traceback_shows_the_source_line(runner):
+    result = _run(["-c", _script(runner)])
     assert result.returncode == 1
     assert 'File "<string>", line 7' in result.stderr
     assert "model[0].output[:, 10] = 0  # the faulty line" in result.stderr

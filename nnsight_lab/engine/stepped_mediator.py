@@ -1,0 +1,188 @@
+"""`SteppedMediator`: a mediator whose body is a generator, run without a greenlet.
+
+The body (compiled by `tracing.stepped`) yields each module value it reads or
+writes. The mediator answers at once when the model is at that point now;
+otherwise it notes the location and returns to the interleaver, which resumes it
+when the model gets there, as it resumes a greenlet. Errors are thrown into the
+generator at the `yield`, so they point at the user's line.
+
+Only bodies whose every read is a `yield` run this way: `can_step` checks, before
+the trace runs, that each function the body calls is one that cannot read a
+module's value itself (a builtin, torch, a tensor or list method).
+"""
+
+from __future__ import annotations
+
+import builtins
+import types
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import TracingError
+from ..tracing.stepped import Call
+from .envoy import Envoy
+from .mediator import DONE, WAITING, Mediator, State, out_of_order, stepping
+
+if TYPE_CHECKING:
+    from .interleaver import Interleaver
+
+
+class SteppedMediator(Mediator):
+    """Runs a body compiled as a generator (see the module docstring)."""
+
+    generator: Generator[Any, Any, None] | None = None
+    # What the body waits for: (owner, name) to read, (value, owner, name) to write.
+    request: tuple = ()
+
+    def start(self, interleaver: Interleaver) -> None:
+        self.interleaver = interleaver
+        self.generator = types.FunctionType(self.code, self.namespace)()
+        self._run(self.generator.send, None)
+
+    def resume(self) -> None:
+        self._unwait()
+        self._run(None, None)
+
+    def fail(self, error: BaseException) -> None:
+        self._unwait()
+        self._run(self.generator.throw, error)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self.generator is not None:
+            self.generator.close()
+            self.generator = None
+        self.interleaver = None
+        self.namespace = {}
+
+    def park(self, state: State) -> None:
+        raise TracingError(
+            "a module's value was read inside a function that the trace body called, before "
+            "the model reached it; nnsight_lab ran this body without a coroutine because its "
+            "calls looked safe. Please report this body; meanwhile read the value in the body "
+            "itself and pass it to the function."
+        )
+
+    def _run(self, send: Callable[[Any], Any] | None, value: Any) -> None:
+        """Send `value` into the body (throw it, or with `send` None answer the request it
+        waits on); go on until the body waits for a later point or ends."""
+        interleaver, generator = self.interleaver, self.generator
+        assert interleaver is not None and generator is not None
+        stepping.append(self)
+        try:
+            while True:
+                if send is None:
+                    send, value = self._answer(generator, self.request)
+                request = send(value)
+                owner = request[-2]
+                if not isinstance(owner, Envoy):
+                    send, value = _plain(generator, request)
+                    continue
+                path, kind = owner._path, "output" if request[-1] == "output" else "input"
+                location = f"{path}.{kind}.0"  # a stepped body has no `tracer.iter`: step 0
+                if interleaver.location == location:
+                    self.request, send = request, None
+                elif interleaver.passed(path, kind, 0):
+                    send, value = generator.throw, out_of_order(path, kind)
+                else:
+                    self.request, self.location, self.state = request, location, WAITING
+                    self.waits += 1
+                    interleaver.expect(path, kind)
+                    return
+        except StopIteration:
+            pass
+        except BaseException as error:  # reported to the model side, raised there
+            self.error = error
+        finally:
+            stepping.pop()
+        self.state = DONE
+
+    def _answer(self, generator: Generator, request: tuple) -> tuple[Callable[[Any], Any], Any]:
+        """Read or write the value the model offers now; what to send back into the body."""
+        interleaver = self.interleaver
+        assert interleaver is not None
+        try:
+            if len(request) == 2:
+                owner, name = request
+                if name == "output" and self.rows is None:
+                    return generator.send, interleaver.value
+                return generator.send, getattr(owner, name)  # through the envoy: rows, .input
+            value, owner, name = request
+            if name == "output" and self.rows is None:
+                interleaver.value = value
+            else:
+                setattr(owner, name, value)
+            return generator.send, None
+        except BaseException as error:
+            return generator.throw, error
+
+    def _unwait(self) -> None:
+        if self.state is WAITING:
+            owner, name = self.request[-2], self.request[-1]
+            kind = "output" if name == "output" else "input"
+            self.interleaver.unexpect(owner._path, kind)  # type: ignore[union-attr]
+            self.location = None
+
+
+def _plain(generator: Generator, request: tuple) -> tuple[Callable[[Any], Any], Any]:
+    """A read or write of an attribute named like a module value, on anything else."""
+    try:
+        if len(request) == 2:
+            return generator.send, getattr(*request)
+        setattr(request[1], request[2], request[0])
+        return generator.send, None
+    except BaseException as error:
+        return generator.throw, error
+
+
+# -- which bodies can run this way -------------------------------------------------
+
+_BUILTINS = {
+    id(getattr(builtins, name))
+    for name in (
+        "abs all any bool dict divmod enumerate float hash id int isinstance len list max min "
+        "pow print range repr reversed round set slice sorted str sum tuple type zip"
+    ).split()
+}
+_MODULES = ("torch", "math", "numpy", "einops")
+_METHODS = (
+    (
+        {n for t in (torch.Tensor, list, dict, set, str) for n in dir(t) if not n.startswith("_")}
+        | {"stop"}  # tracer.stop(): it only sets a flag on the interleaver
+    )
+    - {n for n in dir(Envoy) if not n.startswith("_")}
+    - {
+        "apply_",  # these run a function of the user's
+        "map_",
+        "map2_",
+        "register_hook",
+        "register_post_accumulate_grad_hook",
+        "backward",  # runs the user's backward hooks
+    }
+)
+
+
+def can_step(calls: tuple[Call, ...], namespace: dict) -> bool:
+    """Whether every call of a stepped body is safe with the values its names have now."""
+    for call in calls:
+        if call.root is None:
+            if call.attributes[-1] not in _METHODS:
+                return False
+            continue
+        try:
+            value = namespace[call.root]
+        except KeyError:
+            value = getattr(builtins, call.root, None)
+        if not call.attributes:
+            if id(value) not in _BUILTINS:
+                return False
+        elif isinstance(value, types.ModuleType):
+            package = value.__name__.partition(".")[0]
+            if not (
+                package in _MODULES or (package == "nnsight_lab" and call.attributes == ("save",))
+            ):
+                return False
+        elif call.attributes[-1] not in _METHODS:
+            return False
+    return True

@@ -1,0 +1,174 @@
+"""A body compiled as a generator: each module value it reads or writes is a `yield`.
+
+A trace body normally runs in a greenlet of its own, so that it can stop in the
+middle of any expression while the model runs up to the value it reads. Starting
+a greenlet that runs Python code costs about 10 us (CPython gives it a fresh
+frame stack), as much as the rest of a small trace. Many bodies are simple
+enough not to need one: when every `.output`, `.input` or `.inputs` is written
+in the body itself, the body can be a generator that yields there instead:
+
+    h = model.layer1.output.save()       ->  h = __nnsight_save__((yield (model.layer1, "output")))
+    model.layer1.output[:, 0] = 0        ->  (yield (model.layer1, "output"))[:, 0] = 0
+    model.layer2.output = h * 2          ->  yield (h * 2, model.layer2, "output")
+
+A read yields `(owner, name)` and gets the value back from `send`; a write
+yields `(value, owner, name)` (value first: Python evaluates the right-hand side
+first). The body's assigned names are declared `global`, so they land in the
+trace's namespace as they do when the body runs with `exec`.
+
+A value can also be read inside a function the body calls, where no `yield` can
+reach; so a body only compiles this way when it calls nothing but names and
+attribute chains (`print`, `torch.argmax`, `x.sum`) that the engine checks before
+the trace runs (`Stepped.calls`), and has no nested scope, `with`, `try`, or the
+other constructs listed in `_UNSUPPORTED`. Any other body runs in a greenlet.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+from dataclasses import dataclass
+from types import CodeType
+
+from .rewrite import BACKWARD, GRAD, SAVE, SET_GRAD, SOURCE
+
+VALUES = ("output", "input", "inputs")
+
+# Statements and expressions that a generator body cannot hold: nested scopes, where a
+# read could not yield, and blocks that catch or wrap the body's waits. (Bodies that use
+# `tracer.iter`, `.source` or `.grad` also run in greenlets.)
+_UNSUPPORTED = (
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Lambda,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+    ast.With,
+    ast.AsyncWith,
+    ast.AsyncFor,
+    ast.Try,
+    ast.TryStar,
+    ast.Match,
+    ast.Global,
+    ast.Nonlocal,
+    ast.Return,
+    ast.Yield,
+    ast.YieldFrom,
+    ast.Await,
+)
+_OTHER_HELPERS = (BACKWARD, GRAD, SET_GRAD, SOURCE)  # what `.source`, `.grad` compile to
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call in a stepped body, as the engine checks it before the trace runs.
+
+    `root` is a name the body reads but never assigns and `attributes` the chain after
+    it (`torch.nn.functional.relu` -> `torch`, `("nn", "functional", "relu")`); a call on
+    any other value (`h.sum()`, `x[0].tolist()`) has `root` None and the method's name.
+    """
+
+    root: str | None
+    attributes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Stepped:
+    """A body compiled as a generator function (`code`), and the calls it makes."""
+
+    code: CodeType
+    calls: tuple[Call, ...]
+
+
+def compile_stepped(statements: list[ast.stmt], filename: str, lineno: int) -> Stepped | None:
+    """The body's statements (already rewritten, see `rewrite`) as a generator function,
+    or None when the body must run in a greenlet (see the module docstring)."""
+    statements = copy.deepcopy(statements)
+    assigned = _assigned_names(statements)
+    for node in (n for s in statements for n in ast.walk(s)):
+        if isinstance(node, _UNSUPPORTED) or _is_iteration(node):
+            return None
+    calls = []
+    for node in (n for s in statements for n in ast.walk(s)):
+        if isinstance(node, ast.Call):
+            call = _call(node.func, assigned)
+            if call is None or call.root in _OTHER_HELPERS:
+                return None
+            if call.root != SAVE:
+                calls.append(call)
+    rewriter = _YieldRewriter()
+    body = [rewriter.visit(s) for s in statements]
+    if rewriter.unsupported:
+        return None
+    if assigned:
+        body.insert(0, ast.Global(names=sorted(assigned)))
+    module = ast.parse("def body():\n    if False:\n        yield")  # a generator even with no read
+    function = module.body[0]
+    assert isinstance(function, ast.FunctionDef)
+    ast.increment_lineno(module, lineno - 1)  # the `def` stands on the `with` line
+    function.body = body + function.body
+    ast.fix_missing_locations(module)
+    try:
+        code = compile(module, filename, "exec", dont_inherit=True)
+    except SyntaxError:  # a construct valid in a module but not in a function
+        return None
+    function_code = next(c for c in code.co_consts if isinstance(c, CodeType))
+    # Named like the module-level code a body otherwise is, for the frames in tracebacks.
+    return Stepped(function_code.replace(co_name="<module>", co_qualname="<module>"), tuple(calls))
+
+
+def _assigned_names(statements: list[ast.stmt]) -> set[str]:
+    names: set[str] = set()
+    for node in (n for s in statements for n in ast.walk(s)):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def _is_iteration(node: ast.AST) -> bool:
+    """`tracer.iter`: steps change which call of a module the body reads."""
+    return isinstance(node, ast.Attribute) and node.attr == "iter"
+
+
+def _call(func: ast.expr, assigned: set[str]) -> Call | None:
+    """What the engine must check of a call's callee; None: a callee it cannot check."""
+    attributes: list[str] = []
+    while isinstance(func, ast.Attribute):
+        attributes.insert(0, func.attr)
+        func = func.value
+    if isinstance(func, ast.Name) and func.id not in assigned:
+        return Call(func.id, tuple(attributes))
+    if attributes:
+        return Call(None, (attributes[-1],))
+    return None
+
+
+class _YieldRewriter(ast.NodeTransformer):
+    """Turns reads and writes of `.output` / `.input` / `.inputs` into yields."""
+
+    def __init__(self) -> None:
+        self.unsupported = False
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        self.generic_visit(node)
+        if node.attr not in VALUES:
+            return node
+        if not isinstance(node.ctx, ast.Load):  # `del x.output`, `x.output += 1`, in a tuple
+            self.unsupported = True
+            return node
+        request = ast.Tuple([node.value, ast.Constant(node.attr)], ast.Load())
+        return ast.copy_location(ast.Yield(request), node)
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST:
+        target = node.targets[0]
+        if len(node.targets) == 1 and isinstance(target, ast.Attribute) and target.attr in VALUES:
+            value, owner = self.visit(node.value), self.visit(target.value)
+            request = ast.Tuple([value, owner, ast.Constant(target.attr)], ast.Load())
+            return ast.copy_location(ast.Expr(ast.Yield(request)), node)
+        self.generic_visit(node)
+        return node

@@ -1,0 +1,137 @@
+"""Which bodies run stepped (as generators, no greenlet), and that they give what the
+greenlet path gives: plain torch's values, the same errors."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+import nnsight_lab as nnsight
+from nnsight_lab import NNsight, TracingError
+from nnsight_lab.engine.stepped_mediator import SteppedMediator
+
+
+@pytest.fixture()
+def stepped_runs(monkeypatch):
+    """How many bodies ran stepped during the test."""
+    runs = []
+    start = SteppedMediator.start
+
+    def counted(self, interleaver):
+        runs.append(self)
+        start(self, interleaver)
+
+    monkeypatch.setattr(SteppedMediator, "start", counted)
+    return runs
+
+
+def _read_layer2(model):
+    return model.layer2.output
+
+
+def test_simple_bodies_run_stepped(toy_net, runner, stepped_runs):
+    model = NNsight(toy_net)
+    x = torch.rand(3, 5)
+    with model.trace(x):
+        idx = torch.argmax(model.layer1.output, dim=1).save()
+        model.layer1.output[:, 0] = 0
+        total = nnsight.save(model.layer2.output.sum(dim=-1))
+        print(len(idx))
+    hidden = toy_net.layer1(x)
+    expected_idx = torch.argmax(hidden, dim=1)
+    hidden[:, 0] = 0
+    assert torch.equal(idx, expected_idx)
+    assert torch.allclose(total, toy_net.layer2(hidden).sum(dim=-1))
+    assert len(stepped_runs) == (1 if runner == "stepped" else 0)
+
+
+def test_a_helper_that_reads_a_module_runs_in_a_greenlet(toy_net, stepped_runs):
+    model = NNsight(toy_net)
+    x = torch.rand(2, 5)
+    with model.trace(x):
+        first = model.layer1.output.save()
+        second = _read_layer2(model).save()  # waits inside the helper: needs a greenlet
+    assert torch.allclose(first, toy_net.layer1(x))
+    assert torch.allclose(second, toy_net(x))
+    assert stepped_runs == []
+
+
+def test_a_method_of_the_users_own_runs_in_a_greenlet(toy_net, stepped_runs):
+    model = NNsight(toy_net)
+    reader = types.SimpleNamespace(read=lambda: model.layer2.output)
+    with model.trace(torch.rand(2, 5)):
+        out = reader.read().save()
+    assert out.shape == (2, 2) and stepped_runs == []
+
+
+def test_input_writes_and_whole_replacement_match_plain_torch(toy_net):
+    model = NNsight(toy_net)
+    x, y = torch.rand(2, 5), torch.rand(2, 5)
+    with model.trace(x):
+        model.layer1.input = y
+        args, kwargs = model.layer2.inputs
+        model.layer2.output = model.layer2.output * 2
+        out = model.output.save()
+        seen = nnsight.save(args[0])
+    assert torch.allclose(seen, toy_net.layer1(y))
+    assert torch.allclose(out, toy_net(y) * 2)
+
+
+def test_output_of_an_object_that_is_not_a_module(toy_net):
+    model = NNsight(toy_net)
+    record = types.SimpleNamespace(output=1)
+    with model.trace(torch.rand(1, 5)):
+        record.output = record.output + 1
+        out = model.output.save()
+    assert record.output == 2 and out.shape == (1, 2)
+
+
+def test_a_missing_attribute_points_at_the_users_line(toy_net):
+    model = NNsight(toy_net)
+    with pytest.raises(AttributeError) as info:
+        with model.trace(torch.rand(1, 5)):
+            value = object().output  # noqa: F841
+    assert info.traceback[-1].statement.lines[0].strip().startswith("value = object().output")
+
+
+def test_names_the_body_does_not_save_stay_inside(toy_net):
+    model = NNsight(toy_net)
+    with model.trace(torch.rand(1, 5)):
+        hidden = model.layer1.output
+        kept = model.layer2.output.save()
+    assert kept.shape == (1, 2)
+    with pytest.raises(NameError):
+        hidden  # noqa: B018
+
+
+def test_stop_ends_the_forward_early(toy_net):
+    model = NNsight(toy_net)
+    calls = []
+    toy_net.layer2.register_forward_hook(lambda *_: calls.append(1))
+    with model.trace(torch.rand(1, 5)) as tracer:
+        hidden = model.layer1.output.save()
+        tracer.stop()
+    assert hidden.shape == (1, 10) and calls == []
+
+
+def test_a_read_hidden_in_an_allowed_call_is_a_clear_error_when_stepped(toy_net, runner):
+    model = NNsight(toy_net)
+
+    class Late:
+        def __format__(self, spec):  # an f-string calls this: code the body cannot see
+            return str(model.layer2.output.shape)
+
+    late = Late()
+    if runner == "stepped":
+        with pytest.raises(TracingError, match="inside a function that the trace body called"):
+            with model.trace(torch.rand(1, 5)):
+                text = f"{late}"
+    else:
+        with model.trace(torch.rand(1, 5)):
+            text = f"{late}".save()
+        assert text == "torch.Size([1, 2])"
+    with model.trace(torch.rand(1, 5)):  # the model is left as it was
+        out = model.output.save()
+    assert out.shape == (1, 2)
