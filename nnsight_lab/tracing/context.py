@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import CONFIG
 from ..errors import TracingError
-from .frames import BodySkipper, SkipBody
+from .frames import BodySkipper, SkipBody, forget_skip
 from .source import Body, body_of_with
 from .tracebacks import user_frames
 
@@ -53,6 +53,8 @@ class CapturingContext:
         if exc_type is not SkipBody and not (exc_type is None and skipper is None):
             return False  # the body never started: let Python report the error
         assert frame is not None and self.body is not None
+        if exc_type is SkipBody:
+            forget_skip()
         try:
             self.run(self.body, frame)
         except BaseException as error:

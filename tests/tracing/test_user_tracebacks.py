@@ -161,3 +161,30 @@ def test_trace_tracing_of_debugger_is_restored():
         assert sys.gettrace() is tracer
     finally:
         sys.settrace(None)
+
+
+class _Recorder(torch.nn.Module):
+    """Raises and catches an error inside forward, and records what it chained to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contexts: list = []
+
+    def forward(self, x):
+        try:
+            raise KeyError("inside forward")
+        except KeyError as error:
+            self.contexts.append(error.__context__)
+        return x
+
+
+def test_errors_inside_the_model_do_not_chain_to_the_engines_skip():
+    # The body runs inside the `with`'s __exit__, where Python handles the exception that
+    # skipped the body; the engine lets go of it, so the model's own errors stay plain.
+    recorder = _Recorder()
+    model = NNsight(torch.nn.Sequential(recorder))
+    with model.trace(torch.rand(1, 5)):
+        handled = nnsight_lab.save(sys.exc_info()[0])
+        out = model.output.save()
+    assert handled is None and out.shape == (1, 5)
+    assert recorder.contexts == [None]
