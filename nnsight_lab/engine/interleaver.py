@@ -67,6 +67,7 @@ class Interleaver:
         self.cache: Any = None  # a Cache recording values, from `tracer.cache()`
         self.result: Any = None  # what the model returned, for bodies run after it
         self.router: Router | None = None
+        self._unroute: Callable[[], None] | None = None  # ends routing, while it lasts
         self.error: BaseException | None = None
 
     def run(self, router: Router | None, call: Callable[[], Any]) -> Any:
@@ -122,14 +123,18 @@ class Interleaver:
         return self.cache is None and all(m.state is DONE for m in self.mediators)
 
     def _call_routed(self, router: Router | None, call: Callable[[], Any]) -> Any:
-        unroute = router.install(self) if router is not None else None
+        self._unroute = router.install(self) if router is not None else None
         try:
             return call()
         except Stop:
             return None
         finally:
-            if unroute is not None:
-                unroute()
+            self._stop_routing()
+
+    def _stop_routing(self) -> None:
+        unroute, self._unroute = self._unroute, None
+        if unroute is not None:
+            unroute()
 
     # -- called from the routing wrappers (see hooks.py) -------------------------
 
@@ -142,6 +147,10 @@ class Interleaver:
                 self.cache.record(location, self.value)
             if self.stopping or (self.stop_when_done and self._all_done()):
                 raise Stop
+            if self._unroute is not None and self._all_done():
+                # Nothing reads the model any more: the rest of the run (the next steps of
+                # a generation) calls its modules directly.
+                self._stop_routing()
             return self.value
         finally:
             self.location = self.value = None

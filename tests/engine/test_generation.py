@@ -93,6 +93,21 @@ def test_output_without_iter_is_step_zero(llm, hf_gpt2):
     assert first == expected[0]
 
 
+def test_modules_run_unrouted_once_every_body_is_done(llm, hf_gpt2):
+    block = llm.transformer.h[0]._module
+    routed = []  # per step: is block 0's forward the engine's routing wrapper?
+    hook = block.register_forward_pre_hook(lambda m, a: routed.append("forward" in m.__dict__))
+    try:
+        with llm.generate(PROMPT, max_new_tokens=3) as tracer:
+            first = llm.transformer.h[1].output.save()
+        ids = tracer.result
+    finally:
+        hook.remove()
+    expected, _ = _plain_generate(hf_gpt2, llm.tokenizer, PROMPT, max_new_tokens=3)
+    assert routed == [True, False, False]  # the body was done after step 0's block 1
+    assert torch.equal(ids, expected) and first.shape[-1] == hf_gpt2.config.n_embd
+
+
 def test_code_after_unbounded_iter_warns_and_an_empty_invoke_runs_after(llm, hf_gpt2):
     ids, _ = _plain_generate(hf_gpt2, llm.tokenizer, "Hello", max_new_tokens=3)
     with pytest.warns(NNsightWarning, match="did not run"):
