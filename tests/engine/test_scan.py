@@ -56,3 +56,20 @@ def test_scan_sees_a_weight_replaced_between_scans(toy_net):
     with model.scan(torch.rand(1, 5)):
         after = model.layer1.output.shape.save()
     assert tuple(before) == (1, toy_net.layer2.in_features) and tuple(after) == (1, 3)
+
+
+def test_the_real_weights_are_back_after_a_scan_even_a_failed_one(hf_gpt2, tiny_gpt2_path):
+    llm = LanguageModel(str(tiny_gpt2_path), dispatch=True)
+    module = llm._model
+    before = {name: (t, t.clone()) for name, t in module.state_dict(keep_vars=True).items()}
+    with llm.scan("Hello world"):
+        inside = nnsight.save(type(llm.transformer.h[0].attn.c_attn.weight).__name__)
+    with pytest.raises(IndexError):
+        with llm.scan("Hello world"):
+            llm.transformer.h[5].output.save()  # the tiny model has 2 blocks
+    after = module.state_dict(keep_vars=True)
+    assert inside == "FakeTensor"  # the scan ran on fakes of the weights
+    assert all(after[n] is t and torch.equal(t, copy) for n, (t, copy) in before.items())
+    assert module.lm_head.weight is module.transformer.wte.weight  # still tied
+    ids = llm.tokenizer("Hello world", return_tensors="pt")
+    assert torch.allclose(module(**ids).logits, hf_gpt2(**ids).logits)
