@@ -10,6 +10,7 @@ there. No threads: a hand-off is one greenlet switch.
 from __future__ import annotations
 
 import enum
+import threading
 import warnings
 from types import CodeType
 from typing import TYPE_CHECKING, Any
@@ -222,9 +223,16 @@ def out_of_order(path: str, kind: str) -> OutOfOrderError:
     )
 
 
-# The mediators whose bodies run as generators now, innermost last (see `stepped`): such a
-# body runs in the greenlet of whoever resumes it, so that greenlet does not tell who asks.
-stepping: list[Mediator] = []
+class _Stepping(threading.local):
+    """This thread's mediators whose bodies run as generators now, innermost last (see
+    `stepped_mediator`): such a body runs in the greenlet of whoever resumes it, so that
+    greenlet does not tell who asks."""
+
+    def __init__(self) -> None:
+        self.mediators: list[Mediator] = []
+
+
+stepping = _Stepping()
 
 
 def current_mediator(what: str, kind: str = "", optional: bool = False) -> Any:
@@ -234,7 +242,8 @@ def current_mediator(what: str, kind: str = "", optional: bool = False) -> Any:
         TracingError: no body of a running trace is executing (`what` and `kind` name
             the access, as a module path and `output`/`input`/..., or a call).
     """
-    mediator = stepping[-1] if stepping else getattr(getcurrent(), "mediator", None)
+    running = stepping.mediators
+    mediator = running[-1] if running else getattr(getcurrent(), "mediator", None)
     if mediator is None and not optional:
         access = _access(what, kind) if kind else what
         raise TracingError(

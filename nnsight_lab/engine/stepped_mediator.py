@@ -69,7 +69,8 @@ class SteppedMediator(Mediator):
         waits on); go on until the body waits for a later point or ends."""
         interleaver, generator = self.interleaver, self.generator
         assert interleaver is not None and generator is not None
-        stepping.append(self)
+        running = stepping.mediators
+        running.append(self)
         try:
             while True:
                 if send is None:
@@ -95,7 +96,7 @@ class SteppedMediator(Mediator):
         except BaseException as error:  # reported to the model side, raised there
             self.error = error
         finally:
-            stepping.pop()
+            running.pop()
         self.state = DONE
 
     def _answer(self, generator: Generator, request: tuple) -> tuple[Callable[[Any], Any], Any]:

@@ -31,6 +31,10 @@ def _read_layer2(model):
     return model.layer2.output
 
 
+def _read_first(model):
+    return model[0].output
+
+
 def test_simple_bodies_run_stepped(toy_net, runner, stepped_runs):
     model = NNsight(toy_net)
     x = torch.rand(3, 5)
@@ -135,3 +139,37 @@ def test_a_read_hidden_in_an_allowed_call_is_a_clear_error_when_stepped(toy_net,
     with model.trace(torch.rand(1, 5)):  # the model is left as it was
         out = model.output.save()
     assert out.shape == (1, 2)
+
+
+def test_a_stepped_body_in_one_thread_does_not_answer_for_another(toy_net):
+    import threading
+
+    model_a, model_b = NNsight(toy_net), NNsight(torch.nn.Sequential(torch.nn.Linear(5, 3)))
+    inside, done = threading.Event(), threading.Event()
+
+    class Gate(list):
+        def append(self, value):  # a list method: the body stays stepped while this waits
+            inside.set()
+            done.wait(timeout=30)
+            super().append(value)
+
+    gate, results = Gate(), {}
+
+    def run_a():
+        with model_a.trace(torch.rand(1, 5)):
+            gate.append(model_a.layer1.output.shape)
+            out = model_a.output.save()
+        results["a"] = out
+
+    thread = threading.Thread(target=run_a)
+    thread.start()
+    try:
+        assert inside.wait(timeout=30)  # thread a is in the middle of a stepped step
+        x = torch.rand(2, 5)
+        with model_b.trace(x):
+            out_b = _read_first(model_b).save()  # a greenlet body: asks who is running
+        assert torch.allclose(out_b, model_b._model(x))
+    finally:
+        done.set()
+        thread.join(timeout=30)
+    assert results["a"].shape == (1, 2) and gate == [torch.Size([1, 10])]
