@@ -120,7 +120,12 @@ class Interleaver:
 
     def _all_done(self) -> bool:
         """Whether nothing can read the model any more: no body left, deferred or caching."""
-        return self.cache is None and all(m.state is DONE for m in self.mediators)
+        if self.cache is not None:
+            return False
+        for mediator in self.mediators:  # a loop, not all(): run once per offered value
+            if mediator.state is not DONE:
+                return False
+        return True
 
     def _call_routed(self, router: Router | None, call: Callable[[], Any]) -> Any:
         self._unroute = router.install(self) if router is not None else None

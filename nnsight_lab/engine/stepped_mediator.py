@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import TracingError
+from ..tracing import save
 from ..tracing.stepped import Call
 from .envoy import Envoy
 from .mediator import DONE, WAITING, Mediator, State, out_of_order, stepping
@@ -145,7 +146,7 @@ _BUILTINS = {
         "abs all any bool dict divmod enumerate float hash id int isinstance len list max min "
         "pow print range repr reversed round set slice sorted str sum tuple type zip"
     ).split()
-}
+} | {id(save)}  # `from nnsight_lab import save`
 _MODULES = ("torch", "math", "numpy", "einops")
 _METHODS = (
     (

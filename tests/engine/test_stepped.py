@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nnsight_lab as nnsight
-from nnsight_lab import NNsight, TracingError
+from nnsight_lab import NNsight, TracingError, save
 from nnsight_lab.engine.stepped_mediator import SteppedMediator
 
 
@@ -42,12 +42,13 @@ def test_simple_bodies_run_stepped(toy_net, runner, stepped_runs):
         idx = torch.argmax(model.layer1.output, dim=1).save()
         model.layer1.output[:, 0] = 0
         total = nnsight.save(model.layer2.output.sum(dim=-1))
+        same = save(total)
         print(len(idx))
     hidden = toy_net.layer1(x)
     expected_idx = torch.argmax(hidden, dim=1)
     hidden[:, 0] = 0
     assert torch.equal(idx, expected_idx)
-    assert torch.allclose(total, toy_net.layer2(hidden).sum(dim=-1))
+    assert torch.allclose(total, toy_net.layer2(hidden).sum(dim=-1)) and same is total
     assert len(stepped_runs) == (1 if runner == "stepped" else 0)
 
 
