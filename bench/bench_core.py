@@ -7,8 +7,8 @@ forward pass that does the same work without a trace:
     one_save       toy MLP, save layer3's output
     four_saves     toy MLP, save all four layers' outputs
     patch          toy MLP, zero layer1.output[:, 0] in place, save the output
-    gpt2_one_save  tiny random GPT-2, a string prompt, save the last block's output
-    invokes8       tiny random GPT-2, 8 invokes in one trace, save each last logit
+    gpt2_one_save  small random GPT-2 (see below), a string prompt, save the last block's output
+    invokes8       the same GPT-2, 8 invokes in one trace, save each last logit
 
 The plain baseline of the GPT-2 cases includes tokenization (one padded,
 left-padded batch for invokes8), since a trace tokenizes too.
@@ -21,8 +21,12 @@ How to read the table:
     <lib> added  median over rounds of (trace time - plain time) in that round
     lab/nnsight  nnsight_lab's added time over nnsight's: below 1 means faster
 
-The GPT-2 forward takes ~10 ms here, so its rows carry a few hundred us of noise:
-compare them over several runs. Outputs are not compared: this is not a test.
+The GPT-2 cases run on a random GPT-2 of 4 blocks with GPT-2's vocabulary, 32 wide
+(NARROW): what a trace adds is per module call and per trace, not per number, while
+the forward's noise on this shared machine is ~10% of its time, mostly the vocabulary
+projection (at 128 wide the forward takes ~10 ms, give or take ~1 ms, several times
+either library's added time). Their rows still carry noise: compare them over several
+runs. Outputs are not compared: this is not a test.
 
 Everything runs under torch.no_grad() (pass --grad to keep autograd on), with
 torch.set_num_threads(1): the overhead is single-threaded Python, and one
@@ -63,6 +67,7 @@ PROMPTS = [
     "My name is",
 ]
 LIBRARIES = ("nnsight_lab", "nnsight")
+NARROW = 32  # the width of the GPT-2 of the ratio cases (see the docstring)
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -307,7 +312,7 @@ def gpt2_fixtures(width: int = 128):
 
 
 def run(args) -> None:
-    with setup(args) as (fixtures, libraries):
+    with setup(args, NARROW) as (fixtures, libraries):
         grad = contextlib.nullcontext() if args.grad else torch.no_grad()
         with grad:
             for case in [args.only] if args.only else CASES:

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from bench_core import (  # noqa: E402
+    NARROW,
     PROMPT,
     Fixtures,
     added_us,
@@ -75,7 +76,6 @@ def case_scan(nn, llm, prompt):
     return shape
 
 
-NARROW = 32  # the width of the GPT-2 that every case but scan runs on (see the docstring)
 CASES = {
     "generate8": case_generate8,
     "backward": case_backward,
