@@ -65,7 +65,7 @@ class Iteration(CapturingContext):
                 waits = mediator.waits
                 exec(body.code, namespace)
                 if self.steps.stop is None and not mediator.generating and mediator.waits == waits:
-                    _warn_no_reads(body)
+                    warn_no_reads(body.filename, body.lineno)
                     break
 
     def __iter__(self) -> Iterator[int]:
@@ -106,12 +106,13 @@ def _begin_step(mediator: Mediator, index: int) -> None:
         mediator.get("model", "input")
 
 
-def _warn_no_reads(body: Body) -> None:
+def warn_no_reads(filename: str, line: int) -> None:
+    """Warn that the unbounded iteration at `filename:line` ran once: it reads nothing."""
     warnings.warn_explicit(
         "this `tracer.iter[...]` body reads no module, so nothing tells it when the model "
         "stops: it ran once. Read a module's `.output` inside it, or give the iteration an end "
         "(`tracer.iter[0:3]`).",
         NNsightWarning,
-        body.filename,
-        body.lineno,
+        filename,
+        line,
     )

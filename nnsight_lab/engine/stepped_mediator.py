@@ -22,12 +22,17 @@ import torch
 
 from ..errors import TracingError
 from ..tracing import save
-from ..tracing.stepped import Call
+from ..tracing.stepped import Stepped
 from .envoy import Envoy
-from .mediator import DONE, WAITING, Mediator, State, out_of_order, stepping
+from .iteration import Iteration, Steps, warn_no_reads
+from .mediator import DONE, WAITING, IterationOver, Mediator, State, out_of_order, stepping
 
 if TYPE_CHECKING:
     from .interleaver import Interleaver
+
+
+# The value of `tracing.rewrite.STEPS` in a body's namespace: marks its loop requests.
+LOOP = object()
 
 
 class SteppedMediator(Mediator):
@@ -65,6 +70,8 @@ class SteppedMediator(Mediator):
             "itself and pass it to the function."
         )
 
+    loops: list[_Loop] | None = None  # the open `tracer.iter` loops, outermost first
+
     def _run(self, send: Callable[[Any], Any] | None, value: Any) -> None:
         """Send `value` into the body (throw it, or with `send` None answer the request it
         waits on); go on until the body waits for a later point or ends."""
@@ -77,15 +84,21 @@ class SteppedMediator(Mediator):
                 if send is None:
                     send, value = self._answer(generator, self.request)
                 request = send(value)
-                owner = request[-2]
-                if not isinstance(owner, Envoy):
-                    send, value = _plain(generator, request)
-                    continue
-                path, kind = owner._path, "output" if request[-1] == "output" else "input"
-                location = f"{path}.{kind}.0"  # a stepped body has no `tracer.iter`: step 0
+                if request[0] is LOOP:
+                    send, value = self._loop(generator, request)
+                    if send is not None:
+                        continue
+                    path, kind = "model", "input"  # the step starts with the model's call
+                else:
+                    owner = request[-2]
+                    if not isinstance(owner, Envoy):
+                        send, value = _plain(generator, request)
+                        continue
+                    path, kind = owner._path, "output" if request[-1] == "output" else "input"
+                location = f"{path}.{kind}.{self.iteration}"
                 if interleaver.location == location:
                     self.request, send = request, None
-                elif interleaver.passed(path, kind, 0):
+                elif interleaver.passed(path, kind, self.iteration):
                     send, value = generator.throw, out_of_order(path, kind)
                 else:
                     self.request, self.location, self.state = request, location, WAITING
@@ -94,6 +107,10 @@ class SteppedMediator(Mediator):
                     return
         except StopIteration:
             pass
+        except IterationOver:  # the model stopped while an unbounded loop waited for a step
+            if self.loops:
+                self.skipped_line = self.loops[0].after
+            self._warn_skipped()
         except BaseException as error:  # reported to the model side, raised there
             self.error = error
         finally:
@@ -104,6 +121,9 @@ class SteppedMediator(Mediator):
         """Read or write the value the model offers now; what to send back into the body."""
         interleaver = self.interleaver
         assert interleaver is not None
+        if request[0] is LOOP:  # the step began: its loop body runs
+            request[2].waits = self.waits
+            return generator.send, True
         try:
             if len(request) == 2:
                 owner, name = request
@@ -121,10 +141,67 @@ class SteppedMediator(Mediator):
 
     def _unwait(self) -> None:
         if self.state is WAITING:
-            owner, name = self.request[-2], self.request[-1]
-            kind = "output" if name == "output" else "input"
-            self.interleaver.unexpect(owner._path, kind)  # type: ignore[union-attr]
+            request = self.request
+            if request[0] is LOOP:
+                path, kind = "model", "input"
+            else:
+                path, kind = request[-2]._path, "output" if request[-1] == "output" else "input"
+            self.interleaver.unexpect(path, kind)  # type: ignore[union-attr]
             self.location = None
+
+    def _loop(self, generator: Generator, request: tuple) -> tuple[Any, Any]:
+        """Open, advance or close a `tracer.iter` loop; (None, None) when advancing must
+        first wait for the model to start the step (in generation)."""
+        try:
+            action = request[1]
+            if action == "open":
+                _, _, tracer, selector, line, after, warns = request
+                loop = _Loop(tracer.iter[selector], self.iteration, line, after, warns)
+                self.loops = [*(self.loops or []), loop]
+                self.iterating += 1
+                return generator.send, loop
+            loop = request[2]
+            if action == "close" or not loop.open:
+                self._close(loop)
+                return generator.send, None
+            if loop.unbounded and loop.index is not None and self.waits == loop.waits:
+                if not self.generating:  # a body that reads nothing: nothing ends the loop
+                    if loop.warns:
+                        warn_no_reads(self.code.co_filename, loop.line)
+                    self._close(loop)
+                    return generator.send, False
+            index = next(loop.indices, None)
+            if index is None:
+                self._close(loop)
+                return generator.send, False
+            loop.index = self.iteration = index
+            if index > 0 and self.generating:
+                return None, None  # wait for the model's call of this step
+            loop.waits = self.waits
+            return generator.send, True
+        except BaseException as error:
+            return generator.throw, error
+
+    def _close(self, loop: _Loop) -> None:
+        if loop.open:
+            loop.open = False
+            self.iterating -= 1
+            self.iteration = loop.previous
+            self.loops = [other for other in self.loops or [] if other is not loop]
+
+
+class _Loop:
+    """One open `tracer.iter[...]` loop of a stepped body (see `tracing.stepped`)."""
+
+    def __init__(self, steps: Any, previous: int, line: int, after: int | None, warns: bool):
+        if not isinstance(steps, Iteration):
+            raise TracingError("`x.iter[...]` in a trace body must be the tracer's `tracer.iter`")
+        self.indices = steps.indices()
+        self.unbounded = steps.steps.stop is None
+        self.previous, self.line, self.after, self.warns = previous, line, after, warns
+        self.index: int | None = None  # the step the loop is at
+        self.waits = 0  # the body's waits when the step began
+        self.open = True
 
 
 def _plain(generator: Generator, request: tuple) -> tuple[Callable[[Any], Any], Any]:
@@ -165,9 +242,17 @@ _METHODS = (
 )
 
 
-def can_step(calls: tuple[Call, ...], namespace: dict) -> bool:
-    """Whether every call of a stepped body is safe with the values its names have now."""
-    for call in calls:
+def can_step(stepped: Stepped, namespace: dict) -> bool:
+    """Whether every call of a stepped body is safe with the values its names have now,
+    and what it steps through is a tracer's `iter`."""
+    for name in stepped.tracers:
+        try:
+            tracer = namespace[name]  # a Namespace: the caller's variables when not its own
+        except KeyError:
+            return False
+        if not isinstance(getattr(tracer, "iter", None), Steps):
+            return False
+    for call in stepped.calls:
         if call.root is None:
             if call.attributes[-1] not in _METHODS:
                 return False

@@ -178,7 +178,7 @@ def compile_statements(
         ) from None
     has_invokes = any(_is_invoke(n) for s in statements for n in ast.walk(s))
     endless = any(_is_endless(n) for s in statements for n in ast.walk(s))
-    simple = not (has_invokes or endless)
+    simple = not has_invokes
     return Body(
         code=code,
         source=_dedent(segment),

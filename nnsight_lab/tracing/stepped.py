@@ -30,13 +30,14 @@ import copy
 from dataclasses import dataclass
 from types import CodeType
 
-from .rewrite import BACKWARD, GRAD, SAVE, SET_GRAD, SOURCE
+from .rewrite import BACKWARD, GRAD, SAVE, SET_GRAD, SOURCE, STEPS
 
 VALUES = ("output", "input", "inputs")
 
 # Statements and expressions that a generator body cannot hold: nested scopes, where a
-# read could not yield, and blocks that catch or wrap the body's waits. (Bodies that use
-# `tracer.iter`, `.source` or `.grad` also run in greenlets.)
+# read could not yield, and blocks that catch or wrap the body's waits (a `with` only
+# where it opens `tracer.iter[...]`). Bodies that use `.source` or `.grad` also run in
+# greenlets.
 _UNSUPPORTED = (
     ast.FunctionDef,
     ast.AsyncFunctionDef,
@@ -46,7 +47,6 @@ _UNSUPPORTED = (
     ast.SetComp,
     ast.DictComp,
     ast.GeneratorExp,
-    ast.With,
     ast.AsyncWith,
     ast.AsyncFor,
     ast.Try,
@@ -77,10 +77,12 @@ class Call:
 
 @dataclass(frozen=True)
 class Stepped:
-    """A body compiled as a generator function (`code`), and the calls it makes."""
+    """A body compiled as a generator function (`code`), the calls it makes, and the
+    names whose `.iter[...]` it steps through (each must be a tracer)."""
 
     code: CodeType
     calls: tuple[Call, ...]
+    tracers: tuple[str, ...] = ()
 
 
 def compile_stepped(statements: list[ast.stmt], filename: str, lineno: int) -> Stepped | None:
@@ -89,18 +91,23 @@ def compile_stepped(statements: list[ast.stmt], filename: str, lineno: int) -> S
     statements = copy.deepcopy(statements)
     assigned = _assigned_names(statements)
     for node in (n for s in statements for n in ast.walk(s)):
-        if isinstance(node, _UNSUPPORTED) or _is_iteration(node):
+        if isinstance(node, _UNSUPPORTED):
             return None
-    calls = []
+    calls, tracers = [], []
     for node in (n for s in statements for n in ast.walk(s)):
+        if _is_steps(node):
+            tracer = node.value.value  # type: ignore[attr-defined]
+            if not isinstance(tracer, ast.Name):
+                return None
+            tracers.append(tracer.id)
         if isinstance(node, ast.Call):
             call = _call(node.func, assigned)
             if call is None or call.root in _OTHER_HELPERS:
                 return None
             if call.root != SAVE:
                 calls.append(call)
-    rewriter = _YieldRewriter()
-    body = [rewriter.visit(s) for s in statements]
+    rewriter = _YieldRewriter(_next_lines(statements))
+    body = rewriter.block(statements)
     if rewriter.unsupported:
         return None
     if assigned:
@@ -117,7 +124,8 @@ def compile_stepped(statements: list[ast.stmt], filename: str, lineno: int) -> S
         return None
     function_code = next(c for c in code.co_consts if isinstance(c, CodeType))
     # Named like the module-level code a body otherwise is, for the frames in tracebacks.
-    return Stepped(function_code.replace(co_name="<module>", co_qualname="<module>"), tuple(calls))
+    code = function_code.replace(co_name="<module>", co_qualname="<module>")
+    return Stepped(code, tuple(calls), tuple(tracers))
 
 
 def _assigned_names(statements: list[ast.stmt]) -> set[str]:
@@ -130,9 +138,28 @@ def _assigned_names(statements: list[ast.stmt]) -> set[str]:
     return names
 
 
-def _is_iteration(node: ast.AST) -> bool:
-    """`tracer.iter`: steps change which call of a module the body reads."""
-    return isinstance(node, ast.Attribute) and node.attr == "iter"
+def _is_steps(node: ast.AST) -> bool:
+    """`tracer.iter[...]` (what `with` and `for` may step through)."""
+    return (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "iter"
+    )
+
+
+def _next_lines(statements: list[ast.stmt]) -> dict[int, int | None]:
+    """For each statement (by id): the line of the statement after it in its block."""
+    lines: dict[int, int | None] = {}
+    blocks = [statements] + [
+        value
+        for node in (n for s in statements for n in ast.walk(s))
+        for field in ("body", "orelse", "finalbody")
+        if isinstance(value := getattr(node, field, None), list)
+    ]
+    for block in blocks:
+        for index, statement in enumerate(block):
+            lines[id(statement)] = block[index + 1].lineno if index + 1 < len(block) else None
+    return lines
 
 
 def _call(func: ast.expr, assigned: set[str]) -> Call | None:
@@ -149,10 +176,82 @@ def _call(func: ast.expr, assigned: set[str]) -> Call | None:
 
 
 class _YieldRewriter(ast.NodeTransformer):
-    """Turns reads and writes of `.output` / `.input` / `.inputs` into yields."""
+    """Turns reads and writes of `.output` / `.input` / `.inputs` into yields, and
+    `with tracer.iter[...] as step:` / `for step in tracer.iter[...]:` into a loop whose
+    steps the engine gives (see `_steps`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, next_lines: dict[int, int | None]) -> None:
         self.unsupported = False
+        self.next_lines = next_lines
+        self.loops = 0
+
+    def block(self, statements: list[ast.stmt]) -> list[ast.stmt]:
+        """The statements rewritten (a loop over `tracer.iter` becomes three)."""
+        rewritten: list[ast.stmt] = []
+        for statement in statements:
+            new = self.visit(statement)
+            rewritten.extend(new if isinstance(new, list) else [new])
+        return rewritten
+
+    def visit_With(self, node: ast.With) -> ast.AST | list[ast.stmt]:
+        item = node.items[0]
+        target = item.optional_vars
+        if len(node.items) != 1 or not _is_steps(item.context_expr):
+            self.unsupported = True  # any other context manager may wrap the body's waits
+            return node
+        if target is not None and not isinstance(target, ast.Name):
+            self.unsupported = True
+            return node
+        return self._steps(node, item.context_expr, target, warns=True)
+
+    def visit_For(self, node: ast.For) -> ast.AST | list[ast.stmt]:
+        if not _is_steps(node.iter):
+            self.generic_visit(node)
+            return node
+        if node.orelse or not isinstance(node.target, ast.Name):
+            self.unsupported = True
+            return node
+        return self._steps(node, node.iter, node.target, warns=False)
+
+    def _steps(
+        self, node: ast.With | ast.For, steps: ast.expr, target: ast.Name | None, warns: bool
+    ) -> list[ast.stmt]:
+        """`with/for ... tracer.iter[...]` ->
+
+        __nnsight_loop_N__ = yield (STEPS, "open", tracer.iter[...], line, after, warns)
+        while (yield (STEPS, "next", __nnsight_loop_N__)):
+            step = __nnsight_loop_N__.index
+            <body>
+        yield (STEPS, "close", __nnsight_loop_N__)
+        """
+        assert isinstance(steps, ast.Subscript) and isinstance(steps.value, ast.Attribute)
+        loop = f"__nnsight_loop_{self.loops}__"
+        self.loops += 1
+        after = self.next_lines.get(id(node))
+
+        def request(*items: ast.expr) -> ast.Yield:
+            return ast.Yield(ast.Tuple([ast.Name(STEPS, ast.Load()), *items], ast.Load()))
+
+        opened = request(
+            ast.Constant("open"),
+            self.visit(steps.value.value),  # the tracer
+            self.visit(steps.slice),
+            ast.Constant(node.lineno),
+            ast.Constant(after),
+            ast.Constant(warns),
+        )
+        body = self.block(node.body)
+        if target is not None:
+            index = ast.Attribute(ast.Name(loop, ast.Load()), "index", ast.Load())
+            body.insert(0, ast.Assign([ast.Name(target.id, ast.Store())], index))
+        statements: list[ast.stmt] = [
+            ast.Assign([ast.Name(loop, ast.Store())], opened),
+            ast.While(request(ast.Constant("next"), ast.Name(loop, ast.Load())), body, []),
+            ast.Expr(request(ast.Constant("close"), ast.Name(loop, ast.Load()))),
+        ]
+        for statement in statements:
+            ast.copy_location(statement, node)
+        return statements
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         self.generic_visit(node)

@@ -145,3 +145,20 @@ def test_iter_outside_a_trace_is_a_clear_error(llm):
             pass
         with tracer.iter[:]:
             pass
+
+
+def test_iteration_bodies_run_stepped(llm, hf_gpt2, runner, monkeypatch):
+    from nnsight_lab.engine.stepped_mediator import SteppedMediator
+
+    started = []
+    start = SteppedMediator.start
+    monkeypatch.setattr(
+        SteppedMediator, "start", lambda self, i: (started.append(1), start(self, i))
+    )
+    _, expected = _plain_generate(hf_gpt2, llm.tokenizer, PROMPT, max_new_tokens=3)
+    with llm.generate(PROMPT, max_new_tokens=3) as tracer:
+        tokens = nnsight.save(list())
+        for step in tracer.iter[:]:
+            tokens.append((step, llm.lm_head.output[0, -1].argmax().item()))
+    assert tokens == list(enumerate(expected))
+    assert started == ([1] if runner == "stepped" else [])

@@ -29,6 +29,8 @@ def _body(source: str):
         "for k in range(3):\n    model.layer1.output[:, k] += 1",
         "import math\nscale = math.sqrt(model.layer1.output.shape[-1])",
         "y = 1",
+        "for step in tracer.iter[0:2]:\n    h = model.output",
+        "with tracer.iter[:] as step:\n    print(step, model.output)",
     ],
 )
 def test_simple_bodies_compile_to_generators(source):
@@ -51,7 +53,9 @@ def test_simple_bodies_compile_to_generators(source):
         "fns[0](model.layer1.output)",  # a callee that is not a name or an attribute
         "h = model.layer1.source.op_0.output",
         "g = model.layer1.weight.grad",
-        "for step in tracer.iter[0:2]:\n    h = model.output",
+        "with tracer.all():\n    h = model.output",
+        "for step in tracer.iter[:]:\n    h = model.output\nelse:\n    pass",
+        "with torch.no_grad():\n    h = model.output",
         "global g\ng = 1",
     ],
 )
