@@ -174,3 +174,40 @@ def test_a_stepped_body_in_one_thread_does_not_answer_for_another(toy_net):
         done.set()
         thread.join(timeout=30)
     assert results["a"].shape == (1, 2) and gate == [torch.Size([1, 10])]
+
+
+class _Twice(torch.nn.Module):
+    """Calls one block twice per forward: two steps of `shared` in one pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.shared(torch.relu(self.shared(x)))
+
+
+def test_iter_steps_through_calls_of_one_module_in_a_forward():
+    net = _Twice()
+    model = NNsight(net)
+    x = torch.rand(2, 4)
+    with model.trace(x) as tracer:
+        outs = nnsight.save(list())
+        for step in tracer.iter[0:2]:
+            outs.append((step, model.shared.output.clone()))
+        out = model.output.save()
+    first = net.shared(x)
+    assert [s for s, _ in outs] == [0, 1]
+    assert torch.allclose(outs[0][1], first) and torch.allclose(outs[1][1], net(x))
+    assert torch.allclose(out, net(x))
+
+
+def test_an_unbounded_iter_that_reads_nothing_runs_once_and_warns():
+    model = NNsight(_Twice())
+    with pytest.warns(nnsight.NNsightWarning, match="reads no module"):
+        with model.trace(torch.rand(1, 4)) as tracer:
+            count = nnsight.save([0])
+            with tracer.iter[:]:
+                count[0] += 1
+            out = model.output.save()
+    assert count == [1] and out.shape == (1, 4)
