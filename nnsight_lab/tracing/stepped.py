@@ -16,11 +16,15 @@ yields `(value, owner, name)` (value first: Python evaluates the right-hand side
 first). The body's assigned names are declared `global`, so they land in the
 trace's namespace as they do when the body runs with `exec`.
 
+`with tracer.iter[...] as step:` and `for step in tracer.iter[...]:` become a
+`while` loop that asks the engine to open it, for each step and to close it
+(`_YieldRewriter._steps`): a step of a generation may have to wait for the model.
+
 A value can also be read inside a function the body calls, where no `yield` can
 reach; so a body only compiles this way when it calls nothing but names and
 attribute chains (`print`, `torch.argmax`, `x.sum`) that the engine checks before
-the trace runs (`Stepped.calls`), and has no nested scope, `with`, `try`, or the
-other constructs listed in `_UNSUPPORTED`. Any other body runs in a greenlet.
+the trace runs (`Stepped.calls`), and has no nested scope, other `with`, `try`, or
+the other constructs listed in `_UNSUPPORTED`. Any other body runs in a greenlet.
 """
 
 from __future__ import annotations
