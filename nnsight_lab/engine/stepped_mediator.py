@@ -39,8 +39,10 @@ class SteppedMediator(Mediator):
     """Runs a body compiled as a generator (see the module docstring)."""
 
     generator: Generator[Any, Any, None] | None = None
-    # What the body waits for: (owner, name) to read, (value, owner, name) to write.
+    # What the body waits for: (owner, name) to read, (value, owner, name) to write, or a
+    # loop's step; and the (path, kind) of the location it waits at.
     request: tuple = ()
+    waiting_on: tuple[str, str] = ("", "")
 
     def start(self, interleaver: Interleaver) -> None:
         self.interleaver = interleaver
@@ -102,6 +104,7 @@ class SteppedMediator(Mediator):
                     send, value = generator.throw, out_of_order(path, kind)
                 else:
                     self.request, self.location, self.state = request, location, WAITING
+                    self.waiting_on = (path, kind)
                     self.waits += 1
                     interleaver.expect(path, kind)
                     return
@@ -124,29 +127,16 @@ class SteppedMediator(Mediator):
         if request[0] is LOOP:  # the step began: its loop body runs
             request[2].waits = self.waits
             return generator.send, True
-        try:
-            if len(request) == 2:
-                owner, name = request
-                if name == "output" and self.rows is None:
-                    return generator.send, interleaver.value
-                return generator.send, getattr(owner, name)  # through the envoy: rows, .input
-            value, owner, name = request
-            if name == "output" and self.rows is None:
-                interleaver.value = value
-            else:
-                setattr(owner, name, value)
-            return generator.send, None
-        except BaseException as error:
-            return generator.throw, error
+        if request[-1] != "output" or self.rows is not None:
+            return _plain(generator, request)  # through the envoy: rows, `.input`
+        if len(request) == 2:
+            return generator.send, interleaver.value
+        interleaver.value = request[0]
+        return generator.send, None
 
     def _unwait(self) -> None:
         if self.state is WAITING:
-            request = self.request
-            if request[0] is LOOP:
-                path, kind = "model", "input"
-            else:
-                path, kind = request[-2]._path, "output" if request[-1] == "output" else "input"
-            self.interleaver.unexpect(path, kind)  # type: ignore[union-attr]
+            self.interleaver.unexpect(*self.waiting_on)  # type: ignore[union-attr]
             self.location = None
 
     def _loop(self, generator: Generator, request: tuple) -> tuple[Any, Any]:
@@ -205,7 +195,7 @@ class _Loop:
 
 
 def _plain(generator: Generator, request: tuple) -> tuple[Callable[[Any], Any], Any]:
-    """A read or write of an attribute named like a module value, on anything else."""
+    """Read or write the attribute a request names, as Python would; what to send back."""
     try:
         if len(request) == 2:
             return generator.send, getattr(*request)

@@ -13,6 +13,8 @@ import torch
 import nnsight_lab
 from nnsight_lab import NNsight, TraceSourceError
 
+pytestmark = pytest.mark.usefixtures("runner")  # each test runs stepped and in a greenlet
+
 SCRIPT = textwrap.dedent(
     """
     import torch
