@@ -11,14 +11,14 @@
 import { decodeBytes, decodeTensor, product } from "./lib/buffers.js";
 import { axisPixels, cellAt, cellSize, context2d, paint } from "./lib/canvas.js";
 import { cssColor, extent, sequentialScale } from "./lib/colors.js";
-import { h, setClass } from "./lib/dom.js";
+import { h, listen, setClass } from "./lib/dom.js";
 import { batched, onChange, readInt, readList, save } from "./lib/model.js";
 import { rasterize } from "./lib/raster.js";
 import { resolveTheme, watchTheme } from "./lib/theme.js";
 import { blockSize, expandThumbnail, matchesThumbnail } from "./lib/thumbnails.js";
 import { showWhitespace, tokenLabel } from "./lib/tokens.js";
 import { createTooltip } from "./lib/tooltip.js";
-import { mountRoot } from "./lib/widget.js";
+import { mountRoot, teardown } from "./lib/widget.js";
 import css from "./styles/attention_view.css?raw";
 
 const THUMB_PX = 72;
@@ -347,12 +347,14 @@ function render({ model, el }) {
     tooltip.hide();
   };
 
-  heads.addEventListener("click", onThumbActivate);
-  heads.addEventListener("keydown", onThumbActivate);
-  layerSelect.addEventListener("change", onLayer);
-  scaleSelect.addEventListener("change", schedule);
-  main.addEventListener("mousemove", onMove);
-  main.addEventListener("mouseleave", onLeave);
+  const offEvents = [
+    listen(heads, "click", onThumbActivate),
+    listen(heads, "keydown", onThumbActivate),
+    listen(layerSelect, "change", onLayer),
+    listen(scaleSelect, "change", schedule),
+    listen(main, "mousemove", onMove),
+    listen(main, "mouseleave", onLeave),
+  ];
   const offValues = onChange(model, ["values"], redecode);
   const offThumbs = onChange(model, ["thumbnails", "thumb_shape", "shape"], redrawAll);
   const offView = onChange(
@@ -363,21 +365,15 @@ function render({ model, el }) {
   const stopTheme = watchTheme(root, redrawAll);
   draw();
 
-  return () => {
-    schedule.cancel();
-    stopAttach();
-    offValues();
-    offThumbs();
-    offView();
-    stopTheme();
-    heads.removeEventListener("click", onThumbActivate);
-    heads.removeEventListener("keydown", onThumbActivate);
-    layerSelect.removeEventListener("change", onLayer);
-    scaleSelect.removeEventListener("change", schedule);
-    main.removeEventListener("mousemove", onMove);
-    main.removeEventListener("mouseleave", onLeave);
-    root.remove();
-  };
+  return teardown(root, [
+    schedule.cancel,
+    stopAttach,
+    offValues,
+    offThumbs,
+    offView,
+    stopTheme,
+    ...offEvents,
+  ]);
 }
 
 export default { render };

@@ -4,13 +4,13 @@
  * adds shapes, moments and a histogram sparkline to the modules that have them.
  */
 import { selectAndCopy } from "./lib/clipboard.js";
-import { h } from "./lib/dom.js";
+import { h, listen } from "./lib/dom.js";
 import { formatShape, formatValue, humanCount } from "./lib/format.js";
 import { batched, onChange, read, save } from "./lib/model.js";
 import { sparkline } from "./lib/sparkline.js";
 import { filterTree } from "./lib/tree.js";
 import { reveal, treeRows } from "./lib/tree_rows.js";
-import { mountRoot } from "./lib/widget.js";
+import { mountRoot, teardown } from "./lib/widget.js";
 import css from "./styles/module_tree.css?raw";
 
 const INDENT_PX = 14;
@@ -235,22 +235,21 @@ function render({ model, el }) {
     schedule();
   });
 
-  list.addEventListener("click", onClick);
-  search.addEventListener("input", onInput);
+  const offClick = listen(list, "click", onClick);
+  const offInput = listen(search, "input", onInput);
   const initial = String(read(model, "selected", ""));
   if (initial && model.get("tree")) reveal(model.get("tree"), initial, browseToggles, memo);
   draw();
 
-  return () => {
-    schedule.cancel();
-    stopAttach();
-    offQuery();
-    offSelected();
-    offData();
-    list.removeEventListener("click", onClick);
-    search.removeEventListener("input", onInput);
-    root.remove();
-  };
+  return teardown(root, [
+    schedule.cancel,
+    stopAttach,
+    offQuery,
+    offSelected,
+    offData,
+    offClick,
+    offInput,
+  ]);
 }
 
 export default { render };

@@ -7,14 +7,14 @@
 import { decodeTensor } from "./lib/buffers.js";
 import { axisPixels, cellAt, cellSize, context2d, paint } from "./lib/canvas.js";
 import { cssColor, divergingScale, extent, maxAbs } from "./lib/colors.js";
-import { h } from "./lib/dom.js";
+import { h, listen } from "./lib/dom.js";
 import { formatValue } from "./lib/format.js";
 import { batched, onChange, read, readInt, readList, save } from "./lib/model.js";
 import { rasterize } from "./lib/raster.js";
 import { resolveTheme, watchTheme } from "./lib/theme.js";
 import { showWhitespace, truncate } from "./lib/tokens.js";
 import { createTooltip } from "./lib/tooltip.js";
-import { mountRoot } from "./lib/widget.js";
+import { mountRoot, teardown } from "./lib/widget.js";
 import css from "./styles/patching_heatmap.css?raw";
 
 const WIDTH_PX = 720;
@@ -291,10 +291,12 @@ function render({ model, el }) {
   };
   const onComponent = () => save(model, "component", Number(componentSelect.value));
 
-  canvas.addEventListener("mousemove", onMove);
-  canvas.addEventListener("mouseleave", onLeave);
-  canvas.addEventListener("click", onClick);
-  componentSelect.addEventListener("change", onComponent);
+  const offEvents = [
+    listen(canvas, "mousemove", onMove),
+    listen(canvas, "mouseleave", onLeave),
+    listen(canvas, "click", onClick),
+    listen(componentSelect, "change", onComponent),
+  ];
   const offData = onChange(
     model,
     ["values", "shape", "tokens", "layers", "components", "title", "component"],
@@ -307,18 +309,14 @@ function render({ model, el }) {
   const stopTheme = watchTheme(root, schedule);
   draw();
 
-  return () => {
-    schedule.cancel();
-    stopAttach();
-    offData();
-    offSelected();
-    stopTheme();
-    canvas.removeEventListener("mousemove", onMove);
-    canvas.removeEventListener("mouseleave", onLeave);
-    canvas.removeEventListener("click", onClick);
-    componentSelect.removeEventListener("change", onComponent);
-    root.remove();
-  };
+  return teardown(root, [
+    schedule.cancel,
+    stopAttach,
+    offData,
+    offSelected,
+    stopTheme,
+    ...offEvents,
+  ]);
 }
 
 export default { render };

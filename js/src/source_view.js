@@ -4,9 +4,9 @@
  * (trait `selected`) and copies it.
  */
 import { selectAndCopy } from "./lib/clipboard.js";
-import { h } from "./lib/dom.js";
+import { h, listen } from "./lib/dom.js";
 import { batched, onChange, read, readList } from "./lib/model.js";
-import { mountRoot } from "./lib/widget.js";
+import { mountRoot, teardown } from "./lib/widget.js";
 import css from "./styles/source_view.css?raw";
 
 /** The access path an operation chip selects. */
@@ -90,16 +90,10 @@ function render({ model, el }) {
     note = "";
     schedule();
   });
-  listing.addEventListener("click", onClick);
+  const offClick = listen(listing, "click", onClick);
   draw();
 
-  return () => {
-    schedule.cancel();
-    stopAttach();
-    off();
-    listing.removeEventListener("click", onClick);
-    root.remove();
-  };
+  return teardown(root, [schedule.cancel, stopAttach, off, offClick]);
 }
 
 export default { render };

@@ -72,6 +72,17 @@ export function mouse(element, type, clientX, clientY) {
 }
 
 /** A GPT-2-shaped module tree with `blocks` transformer blocks. */
+/** The rows `gpt2Tree()` shows by default: the root, its first level, blocks folded. */
+export const GPT2_FIRST_ROWS = [
+  "llm",
+  "llm.transformer",
+  "llm.transformer.wte",
+  "llm.transformer.wpe",
+  "llm.transformer.h",
+  "llm.transformer.ln_f",
+  "llm.lm_head",
+];
+
 export function gpt2Tree(blocks = 12) {
   const leaf = (name, path, cls, params) => ({ name, path, cls, params, children: [] });
   const block = (i) => {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import widget from "../src/module_tree.js";
-import { click, fakeModel, flush, gpt2Tree, mount } from "./helpers.js";
+import { click, fakeModel, flush, GPT2_FIRST_ROWS, gpt2Tree, mount } from "./helpers.js";
 
 const rowPaths = (el) => [...el.querySelectorAll(".nnsight-node")].map((r) => r.dataset.path);
 const row = (el, path) => el.querySelector(`.nnsight-node[data-path="${path}"]`);
@@ -17,15 +17,7 @@ describe("ModuleTree", () => {
     const { el } = mount(widget, model);
     const root = el.querySelector(".nnsight-module-tree");
     expect(root).not.toBeNull();
-    expect(rowPaths(el)).toEqual([
-      "llm",
-      "llm.transformer",
-      "llm.transformer.wte",
-      "llm.transformer.wpe",
-      "llm.transformer.h",
-      "llm.transformer.ln_f",
-      "llm.lm_head",
-    ]);
+    expect(rowPaths(el)).toEqual(GPT2_FIRST_ROWS);
     expect(row(el, "llm").textContent).toContain("GPT2LMHeadModel");
     expect(row(el, "llm").querySelector(".nnsight-params").textContent).toBe("124.4M");
 

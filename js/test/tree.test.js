@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ancestry, classSignature, filterTree, groupChildren } from "../src/lib/tree.js";
 import { reveal, treeRows } from "../src/lib/tree_rows.js";
-import { gpt2Tree } from "./helpers.js";
+import { GPT2_FIRST_ROWS, gpt2Tree } from "./helpers.js";
 
 const node = (name, cls, children = []) => ({ name, path: `p.${name}`, cls, params: 10, children });
 
@@ -100,15 +100,7 @@ describe("treeRows", () => {
     rows.map((r) => (r.kind === "group" ? `#${r.group.label}` : r.node.path));
 
   it("opens the root and its first level and folds the blocks by default", () => {
-    expect(labels(treeRows(tree))).toEqual([
-      "llm",
-      "llm.transformer",
-      "llm.transformer.wte",
-      "llm.transformer.wpe",
-      "llm.transformer.h",
-      "llm.transformer.ln_f",
-      "llm.lm_head",
-    ]);
+    expect(labels(treeRows(tree))).toEqual(GPT2_FIRST_ROWS);
     const expanded = new Map([["llm.transformer.h", true]]);
     const rows = treeRows(tree, { expanded });
     expect(labels(rows)).toContain("#h.0-11");

@@ -20,6 +20,12 @@ export function h(tag, props = {}, children = []) {
   return el;
 }
 
+/** Add `handler` for `type` events on `target`; returns the function that removes it. */
+export function listen(target, type, handler) {
+  target.addEventListener(type, handler);
+  return () => target.removeEventListener(type, handler);
+}
+
 /** Toggle `className` on `el` according to `on`. */
 export function setClass(el, className, on) {
   el.classList.toggle(className, Boolean(on));

@@ -23,3 +23,14 @@ export function mountRoot(el, className, css, onAttach) {
   });
   return { root, stop };
 }
+
+/**
+ * A widget's cleanup: call every stop function (listeners, trait watchers, pending
+ * draws), then remove the root.
+ */
+export function teardown(root, stops) {
+  return () => {
+    for (const stop of stops) stop();
+    root.remove();
+  };
+}
