@@ -18,7 +18,7 @@ from .backward import Backward, grad_of, set_grad
 from .cache import Cache
 from .interleaver import Interleaver
 from .mediator import Mediator
-from .stepped_mediator import LOOP, SteppedMediator, can_step
+from .stepped_mediator import REQUEST, SteppedMediator, can_step
 
 if TYPE_CHECKING:
     from .tracer import Tracer
@@ -75,7 +75,7 @@ def helpers(save: Callable[[Any], Any]) -> dict[str, Any]:
         names.SET_GRAD: set_grad,
         names.BACKWARD: Backward,
         names.SOURCE: source_of,
-        names.STEPS: LOOP,
+        names.STEPS: REQUEST,
     }
 
 

@@ -6,7 +6,8 @@ Reading `tensor.grad` in it asks for the location `grad.<n>.grad.0`, which a
 hook on that tensor offers when backward reaches it; assigning `tensor.grad`
 (or editing it in place) changes the gradient that flows on to earlier layers.
 Backward visits tensors in reverse order of the forward pass, so their
-gradients must be read in that order.
+gradients must be read in that order. (A body that runs as a generator runs its
+block the same way, through `stepped_mediator.SteppedBackward`.)
 
 Outside such a block, `tensor.grad` is torch's own attribute (the older style
 `retain_grad()` then `loss.backward()` works), with a clear error where torch
@@ -39,9 +40,13 @@ class Backward(CapturingContext):
         mediator = Mediator(body.code, frame.f_globals, None)
         interleaver = GradientInterleaver([mediator])
         try:
-            interleaver.run(None, lambda: self.tensor.backward(*self.args, **self.kwargs))
+            interleaver.run(None, self.call)
         finally:
             interleaver.remove_hooks()
+
+    def call(self) -> None:
+        """Run backward from the tensor."""
+        self.tensor.backward(*self.args, **self.kwargs)
 
 
 class GradientInterleaver(Interleaver):

@@ -6,6 +6,11 @@ otherwise it notes the location and returns to the interleaver, which resumes it
 when the model gets there, as it resumes a greenlet. Errors are thrown into the
 generator at the `yield`, so they point at the user's line.
 
+Requests marked REQUEST ask the engine itself: to open, step or close a
+`tracer.iter` loop; to run backward for a `with loss.backward():` block, whose
+body a `SteppedBackward` then drives up to the block's end beside backward; to
+let the model reach an operation before its `.source` is listed.
+
 Only bodies whose every read is a `yield` run this way: `can_step` checks, before
 the trace runs, that each function the body calls is one that cannot read a
 module's value itself (a builtin, torch, a tensor or list method).
@@ -14,25 +19,29 @@ module's value itself (a builtin, torch, a tensor or list method).
 from __future__ import annotations
 
 import builtins
+import inspect
 import types
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import TracingError
+from ..errors import NotReachedError, TracingError
 from ..tracing import save
 from ..tracing.stepped import Stepped
+from .backward import Backward, GradientInterleaver
 from .envoy import Envoy
 from .iteration import Iteration, Steps, warn_no_reads
 from .mediator import DONE, WAITING, IterationOver, Mediator, State, out_of_order, stepping
+from .source.operation import OperationEnvoy
 
 if TYPE_CHECKING:
     from .interleaver import Interleaver
 
 
-# The value of `tracing.rewrite.STEPS` in a body's namespace: marks its loop requests.
-LOOP = object()
+# The value of `tracing.rewrite.STEPS` in a body's namespace: marks its requests to the
+# engine itself (a `tracer.iter` loop's, a backward block's, `.source`), not about a value.
+REQUEST = object()
 
 
 class SteppedMediator(Mediator):
@@ -55,6 +64,12 @@ class SteppedMediator(Mediator):
 
     def fail(self, error: BaseException) -> None:
         self._unwait()
+        if isinstance(error, NotReachedError):  # said of the operation, as its envoy says it
+            request = self.request
+            if request[0] is REQUEST and request[1] == "source":
+                error = _not_executed(request[2], "source", error)
+            elif request[0] is not REQUEST:
+                error = _not_executed(request[-2], request[-1], error)
         self._run(self.generator.throw, error)  # type: ignore[union-attr]
 
     def close(self) -> None:
@@ -86,14 +101,16 @@ class SteppedMediator(Mediator):
                 if send is None:
                     send, value = self._answer(generator, self.request)
                 request = send(value)
-                if request[0] is LOOP:
-                    send, value = self._loop(generator, request)
+                if request[0] is REQUEST:
+                    send, value, place = self._engine_request(generator, request)
                     if send is not None:
                         continue
-                    path, kind = "model", "input"  # the step starts with the model's call
+                    if place is None:
+                        break  # the part of the body this mediator runs is over
+                    path, kind = place
                 else:
                     owner = request[-2]
-                    if not isinstance(owner, Envoy):
+                    if not isinstance(owner, (Envoy, OperationEnvoy)):
                         send, value = _plain(generator, request)
                         continue
                     path, kind = owner._path, "output" if request[-1] == "output" else "input"
@@ -124,14 +141,45 @@ class SteppedMediator(Mediator):
         """Read or write the value the model offers now; what to send back into the body."""
         interleaver = self.interleaver
         assert interleaver is not None
-        if request[0] is LOOP:  # the step began: its loop body runs
-            request[2].waits = self.waits
+        if request[0] is REQUEST:
+            if request[1] == "source":  # the operation's call began: its callee is known
+                return generator.send, request[2]
+            request[2].waits = self.waits  # the step began: its loop body runs
             return generator.send, True
         if request[-1] != "output" or self.rows is not None:
             return _plain(generator, request)  # through the envoy: rows, `.input`
         if len(request) == 2:
             return generator.send, interleaver.value
         interleaver.value = request[0]
+        return generator.send, None
+
+    def _engine_request(self, generator: Generator, request: tuple) -> tuple[Any, Any, Any]:
+        """Answer a request to the engine: `(send, value, None)` to go on at once, or
+        `(None, None, (path, kind))` to wait for the model there."""
+        action, owner = request[1], request[2]
+        if action == "backward":
+            return (*self._backward(generator, owner), None)
+        if action == "source":  # `owner.source`: an operation's waits for its call
+            if isinstance(owner, OperationEnvoy) and not owner.callee_known():
+                return None, None, (owner._path, "fn")
+            return generator.send, owner, None
+        send, value = self._loop(generator, request)
+        if send is None:  # the step starts with the model's call
+            return None, None, ("model", "input")
+        return send, value, None
+
+    def _backward(self, generator: Generator, backward: Backward) -> tuple[Any, Any]:
+        """Run backward, and the `with loss.backward():` block's body beside it."""
+        block = SteppedBackward(self)
+        interleaver = GradientInterleaver([block])
+        try:
+            interleaver.run(None, backward.call)
+        except BaseException as error:
+            if inspect.getgeneratorstate(generator) == inspect.GEN_CLOSED:  # the block raised it
+                raise
+            return generator.throw, error  # backward itself failed
+        finally:
+            interleaver.remove_hooks()
         return generator.send, None
 
     def _unwait(self) -> None:
@@ -180,6 +228,46 @@ class SteppedMediator(Mediator):
             self.loops = [other for other in self.loops or [] if other is not loop]
 
 
+class SteppedBackward(SteppedMediator):
+    """The `with loss.backward():` block of a stepped body, run beside backward.
+
+    It drives its body's generator from the block's first line to its end, as the
+    mediator of a `GradientInterleaver`: a `.grad` read waits at the gradient's
+    location until backward's hook on the tensor offers it. At the block's end it
+    is done, and the body's own mediator goes on once backward has returned.
+    """
+
+    def __init__(self, body: SteppedMediator) -> None:
+        super().__init__(body.code, body.namespace, None)
+        self.generator = body.generator
+
+    def start(self, interleaver: Interleaver) -> None:
+        self.interleaver = interleaver
+        self._run(self.generator.send, None)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.generator = None  # the body's mediator goes on with it
+        self.interleaver = None
+
+    def _answer(self, generator: Generator, request: tuple) -> tuple[Callable[[Any], Any], Any]:
+        interleaver = self.interleaver
+        assert interleaver is not None
+        if request[1] == "grad":
+            return generator.send, interleaver.value
+        interleaver.value = request[3]  # "set_grad": the gradient that flows on
+        return generator.send, None
+
+    def _engine_request(self, generator: Generator, request: tuple) -> tuple[Any, Any, Any]:
+        if request[1] == "backward_end":
+            return None, None, None
+        interleaver = self.interleaver
+        assert isinstance(interleaver, GradientInterleaver)
+        try:
+            return None, None, (interleaver.watch(request[2]), "grad")
+        except BaseException as error:
+            return generator.throw, error, None
+
+
 class _Loop:
     """One open `tracer.iter[...]` loop of a stepped body (see `tracing.stepped`)."""
 
@@ -192,6 +280,10 @@ class _Loop:
         self.index: int | None = None  # the step the loop is at
         self.waits = 0  # the body's waits when the step began
         self.open = True
+
+
+def _not_executed(owner: Any, access: str, error: NotReachedError) -> NotReachedError:
+    return owner.not_executed(access) if isinstance(owner, OperationEnvoy) else error
 
 
 def _plain(generator: Generator, request: tuple) -> tuple[Callable[[Any], Any], Any]:

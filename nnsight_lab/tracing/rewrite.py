@@ -23,7 +23,7 @@ GRAD = "__nnsight_grad__"
 SET_GRAD = "__nnsight_set_grad__"
 BACKWARD = "__nnsight_backward__"
 SOURCE = "__nnsight_source__"
-STEPS = "__nnsight_steps__"  # marks a stepped body's requests about `tracer.iter` (`stepped`)
+STEPS = "__nnsight_steps__"  # marks a stepped body's requests to the engine (`stepped`)
 
 
 def _call(name: str, args: list[ast.expr], keywords: list[ast.keyword], like: ast.AST) -> ast.Call:

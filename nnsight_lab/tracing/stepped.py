@@ -19,12 +19,21 @@ trace's namespace as they do when the body runs with `exec`.
 `with tracer.iter[...] as step:` and `for step in tracer.iter[...]:` become a
 `while` loop that asks the engine to open it, for each step and to close it
 (`_YieldRewriter._steps`): a step of a generation may have to wait for the model.
+`with loss.backward():` becomes a request to run backward, the block's `.grad`
+reads and writes yields the engine answers from backward's hooks, and a request
+that ends the block (`_YieldRewriter._backward`).
 
 A value can also be read inside a function the body calls, where no `yield` can
 reach; so a body only compiles this way when it calls nothing but names and
 attribute chains (`print`, `torch.argmax`, `x.sum`) that the engine checks before
 the trace runs (`Stepped.calls`), and has no nested scope, other `with`, `try`, or
 the other constructs listed in `_UNSUPPORTED`. Any other body runs in a greenlet.
+So does one that reads `.grad` outside a `with loss.backward():` block, or reads
+a module inside one.
+
+`x.source` (already `__nnsight_source__(x)`) becomes
+`__nnsight_source__((yield (STEPS, "source", x)))`: the `.source` of an operation
+lists the function it calls, which is known only once the model makes that call.
 """
 
 from __future__ import annotations
@@ -40,8 +49,7 @@ VALUES = ("output", "input", "inputs")
 
 # Statements and expressions that a generator body cannot hold: nested scopes, where a
 # read could not yield, and blocks that catch or wrap the body's waits (a `with` only
-# where it opens `tracer.iter[...]`). Bodies that use `.source` or `.grad` also run in
-# greenlets.
+# where it opens `tracer.iter[...]` or `loss.backward()`).
 _UNSUPPORTED = (
     ast.FunctionDef,
     ast.AsyncFunctionDef,
@@ -63,7 +71,7 @@ _UNSUPPORTED = (
     ast.YieldFrom,
     ast.Await,
 )
-_OTHER_HELPERS = (BACKWARD, GRAD, SET_GRAD, SOURCE)  # what `.source`, `.grad` compile to
+_GRADIENTS = (BACKWARD, GRAD, SET_GRAD)  # rewritten into requests (`_YieldRewriter`)
 
 
 @dataclass(frozen=True)
@@ -106,9 +114,9 @@ def compile_stepped(statements: list[ast.stmt], filename: str, lineno: int) -> S
             tracers.append(tracer.id)
         if isinstance(node, ast.Call):
             call = _call(node.func, assigned)
-            if call is None or call.root in _OTHER_HELPERS:
+            if call is None:
                 return None
-            if call.root != SAVE:
+            if call.root not in (SAVE, SOURCE, *_GRADIENTS):
                 calls.append(call)
     rewriter = _YieldRewriter(_next_lines(statements))
     body = rewriter.block(statements)
@@ -151,6 +159,16 @@ def _is_steps(node: ast.AST) -> bool:
     )
 
 
+def _is_helper(node: ast.expr, name: str) -> bool:
+    """A call of the helper `name` (what `rewrite` turned `.grad`, `loss.backward()` into)."""
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name
+
+
+def _request(*items: ast.expr) -> ast.Yield:
+    """`yield (STEPS, *items)`: a request about a loop or a backward block."""
+    return ast.Yield(ast.Tuple([ast.Name(STEPS, ast.Load()), *items], ast.Load()))
+
+
 def _next_lines(statements: list[ast.stmt]) -> dict[int, int | None]:
     """For each statement (by id): the line of the statement after it in its block."""
     lines: dict[int, int | None] = {}
@@ -188,6 +206,7 @@ class _YieldRewriter(ast.NodeTransformer):
         self.unsupported = False
         self.next_lines = next_lines
         self.loops = 0
+        self.in_backward = False  # inside a `with loss.backward():` block
 
     def block(self, statements: list[ast.stmt]) -> list[ast.stmt]:
         """The statements rewritten (a loop over `tracer.iter` becomes three)."""
@@ -200,7 +219,12 @@ class _YieldRewriter(ast.NodeTransformer):
     def visit_With(self, node: ast.With) -> ast.AST | list[ast.stmt]:
         item = node.items[0]
         target = item.optional_vars
-        if len(node.items) != 1 or not _is_steps(item.context_expr):
+        if len(node.items) != 1 or self.in_backward:
+            self.unsupported = True
+            return node
+        if _is_helper(item.context_expr, BACKWARD) and target is None:
+            return self._backward(node, item.context_expr)
+        if not _is_steps(item.context_expr):
             self.unsupported = True  # any other context manager may wrap the body's waits
             return node
         if target is not None and not isinstance(target, ast.Name):
@@ -212,7 +236,7 @@ class _YieldRewriter(ast.NodeTransformer):
         if not _is_steps(node.iter):
             self.generic_visit(node)
             return node
-        if node.orelse or not isinstance(node.target, ast.Name):
+        if node.orelse or not isinstance(node.target, ast.Name) or self.in_backward:
             self.unsupported = True
             return node
         return self._steps(node, node.iter, node.target, warns=False)
@@ -233,10 +257,7 @@ class _YieldRewriter(ast.NodeTransformer):
         self.loops += 1
         after = self.next_lines.get(id(node))
 
-        def request(*items: ast.expr) -> ast.Yield:
-            return ast.Yield(ast.Tuple([ast.Name(STEPS, ast.Load()), *items], ast.Load()))
-
-        opened = request(
+        opened = _request(
             ast.Constant("open"),
             self.visit(steps.value.value),  # the tracer
             self.visit(steps.slice),
@@ -250,16 +271,52 @@ class _YieldRewriter(ast.NodeTransformer):
             body.insert(0, ast.Assign([ast.Name(target.id, ast.Store())], index))
         statements: list[ast.stmt] = [
             ast.Assign([ast.Name(loop, ast.Store())], opened),
-            ast.While(request(ast.Constant("next"), ast.Name(loop, ast.Load())), body, []),
-            ast.Expr(request(ast.Constant("close"), ast.Name(loop, ast.Load()))),
+            ast.While(_request(ast.Constant("next"), ast.Name(loop, ast.Load())), body, []),
+            ast.Expr(_request(ast.Constant("close"), ast.Name(loop, ast.Load()))),
         ]
         for statement in statements:
             ast.copy_location(statement, node)
         return statements
 
+    def _backward(self, node: ast.With, backward: ast.expr) -> list[ast.stmt]:
+        """`with loss.backward(...):` (already `__nnsight_backward__(loss, ...)`) ->
+
+        yield (STEPS, "backward", __nnsight_backward__(loss, ...))
+        <body, with x.grad -> (yield (STEPS, "grad", x))
+              and x.grad = v -> yield (STEPS, "set_grad", x, v)>
+        yield (STEPS, "backward_end")
+
+        The engine runs backward when asked, and the body up to the block's end beside it.
+        """
+        begin = ast.Expr(_request(ast.Constant("backward"), self.visit(backward)))
+        self.in_backward = True
+        body = self.block(node.body)
+        self.in_backward = False
+        end = ast.Expr(_request(ast.Constant("backward_end")))
+        statements: list[ast.stmt] = [begin, *body, end]
+        for statement in statements:
+            ast.copy_location(statement, node)
+        return statements
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        if _is_helper(node, SOURCE):  # the engine may have to wait for what is called
+            node.args[0] = _request(ast.Constant("source"), node.args[0])
+            return node
+        for helper, action in ((GRAD, "grad"), (SET_GRAD, "set_grad")):
+            if _is_helper(node, helper):
+                if not self.in_backward:  # torch's own `.grad`, or its error: the helper's
+                    self.unsupported = True
+                    return node
+                return ast.copy_location(_request(ast.Constant(action), *node.args), node)
+        return node
+
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         self.generic_visit(node)
         if node.attr not in VALUES:
+            return node
+        if self.in_backward:  # a module read beside backward: the greenlet path's error
+            self.unsupported = True
             return node
         if not isinstance(node.ctx, ast.Load):  # `del x.output`, `x.output += 1`, in a tuple
             self.unsupported = True

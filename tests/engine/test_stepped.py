@@ -52,6 +52,74 @@ def test_simple_bodies_run_stepped(toy_net, runner, stepped_runs):
     assert len(stepped_runs) == (1 if runner == "stepped" else 0)
 
 
+def test_a_backward_block_runs_stepped_and_matches_autograd(toy_net, runner, stepped_runs):
+    model = NNsight(toy_net)
+    x = torch.rand(3, 5)
+    with model.trace(x):
+        hidden = model.layer1.output
+        loss = model.output.sum()
+        with loss.backward():
+            grad = hidden.grad.clone().save()
+            hidden.grad = hidden.grad * 0.5
+        after = nnsight.save(loss * 2)
+    traced_weight_grad = toy_net.layer1.weight.grad.clone()
+    plain_hidden = toy_net.layer1(x)
+    plain_loss = toy_net.layer2(plain_hidden).sum()
+    (expected_grad,) = torch.autograd.grad(plain_loss, [plain_hidden], retain_graph=True)
+    toy_net.zero_grad()
+    plain_hidden.register_hook(lambda g: g * 0.5)  # the edit, in plain torch
+    plain_loss.backward()
+    assert torch.allclose(grad, expected_grad)
+    assert torch.allclose(traced_weight_grad, toy_net.layer1.weight.grad)
+    assert torch.allclose(after, plain_loss * 2)
+    assert len(stepped_runs) == (1 if runner == "stepped" else 0)
+
+
+def test_a_failing_backward_is_raised_in_the_block(toy_net, runner):
+    model = NNsight(toy_net)
+    with pytest.raises(RuntimeError, match="second time") as info:
+        with model.trace(torch.rand(1, 5)):
+            hidden = model.layer1.output
+            loss = model.output.sum()
+            with loss.backward():
+                hidden.grad.save()
+            with loss.backward():  # the graph is freed: torch refuses
+                hidden.grad.save()  # waits here
+    users = [entry for entry in info.traceback if str(entry.path) == __file__]
+    block = {  # the second block's `with` line (greenlet), or where it waited (stepped)
+        "with loss.backward():  # the graph is freed: torch refuses",
+        "hidden.grad.save()  # waits here",
+    }
+    assert users[-1].statement.lines[0].strip() in block
+
+
+def _doubled_relu(x):
+    y = x * 2
+    return torch.relu(y)
+
+
+class _CallsAFunction(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return _doubled_relu(self.lin(x)) + 1
+
+
+def test_source_of_an_operation_waits_for_its_call(runner, stepped_runs):
+    net = _CallsAFunction()  # a fresh class: the function's operations are not known yet
+    model = NNsight(net)
+    x = torch.randn(3, 4)
+    with model.trace(x):
+        relu = model.source._doubled_relu_0.source.torch_relu_0.output.save()
+        model.source._doubled_relu_0.output = relu * 0
+        out = model.output.save()
+    assert torch.equal(relu, torch.relu(net.lin(x) * 2))
+    assert torch.equal(out, torch.ones(3, 4))
+    assert len(stepped_runs) == (1 if runner == "stepped" else 0)
+
+
 def test_a_helper_that_reads_a_module_runs_in_a_greenlet(toy_net, stepped_runs):
     model = NNsight(toy_net)
     x = torch.rand(2, 5)

@@ -31,6 +31,10 @@ def _body(source: str):
         "y = 1",
         "for step in tracer.iter[0:2]:\n    h = model.output",
         "with tracer.iter[:] as step:\n    print(step, model.output)",
+        "with loss.backward():\n    g = h.grad.save()\n    h.grad[:] = 0\n    h.grad = g * 2",
+        "with model.output.sum().backward(retain_graph=True):\n    pass\nout = model.output",
+        "h = model.layer1.source.op_0.output",
+        "print(model.layer1.source.op_0.source)",
     ],
 )
 def test_simple_bodies_compile_to_generators(source):
@@ -51,12 +55,16 @@ def test_simple_bodies_compile_to_generators(source):
         "a.output, b.output = x, y",
         "del model.layer1.output",
         "fns[0](model.layer1.output)",  # a callee that is not a name or an attribute
-        "h = model.layer1.source.op_0.output",
         "g = model.layer1.weight.grad",
         "with tracer.all():\n    h = model.output",
         "for step in tracer.iter[:]:\n    h = model.output\nelse:\n    pass",
         "with torch.no_grad():\n    h = model.output",
         "global g\ng = 1",
+        "with loss.backward():\n    h = model.layer1.output",  # a module read beside backward
+        "with loss.backward():\n    for s in tracer.iter[:]:\n        pass",
+        "with loss.backward():\n    with loss.backward():\n        pass",
+        "with loss.backward() as b:\n    pass",
+        "loss.backward()\ng = h.grad",  # torch's own `.grad`, through the helper
     ],
 )
 def test_other_bodies_run_in_greenlets(source):
@@ -71,6 +79,29 @@ def test_reads_and_writes_become_yields_in_order():
     assert written == (6, Envoyish.layer2, "output")  # the value first, as Python evaluates it
     with pytest.raises(StopIteration):
         generator.send(None)
+
+
+def test_a_backward_block_becomes_requests_around_its_gradients():
+    body = _body("with loss.backward():\n    g = h.grad * 2\n    h.grad = g\ndone = 1")
+    namespace = {"__nnsight_steps__": "STEPS", "__nnsight_backward__": tuple, "loss": [1]}
+    namespace["h"] = "h"
+    generator = _make(body, namespace)
+    assert generator.send(None) == ("STEPS", "backward", (1,))
+    assert generator.send(None) == ("STEPS", "grad", "h")
+    assert generator.send(3) == ("STEPS", "set_grad", "h", 6)
+    assert generator.send(None) == ("STEPS", "backward_end")
+    with pytest.raises(StopIteration):
+        generator.send(None)
+    assert namespace["done"] == 1
+
+
+def test_source_asks_the_engine_first():
+    body = _body("h = model.source.op_0.output")
+    namespace = {"__nnsight_steps__": "STEPS", "__nnsight_source__": lambda x: x.source}
+    namespace["model"] = model = types.SimpleNamespace(source=types.SimpleNamespace(op_0="op"))
+    generator = _make(body, namespace)
+    assert generator.send(None) == ("STEPS", "source", model)
+    assert generator.send(model) == ("op", "output")
 
 
 def test_assigned_names_land_in_the_namespace():

@@ -155,7 +155,7 @@ class OperationEnvoy(FirstInput):
         """
         mediator = current_mediator(self._path, "source")
         callee: Callee = self._scope.callee(self._name)
-        if callee.compiled is None:
+        if not self.callee_known():
             fn = self._wait(mediator, lambda: mediator.get(self._path, "fn"), "source")
             try:
                 callee.prepare(fn)
@@ -165,6 +165,21 @@ class OperationEnvoy(FirstInput):
                 ) from None
         assert callee.compiled is not None
         return SourceView(callee, callee.compiled, self._path)
+
+    def callee_known(self) -> bool:
+        """Whether the operations of what this call calls are known (listed once a trace
+        has seen the call), so that `.source` needs no wait for the call."""
+        return self._scope.callee(self._name).compiled is not None
+
+    def not_executed(self, access: str) -> NotReachedError:
+        """The error for `access` (`output`, ...) when the forward ended without this call."""
+        return NotReachedError(
+            f"`{_access(self._path, access)}`: the operation `{self._name}` "
+            f"(`{excerpt(self._compiled, self._name)}`) did not execute: the forward pass "
+            "finished without making this call, so there is nothing to read. It may sit in "
+            "a branch that did not run for this input; print(...source) shows every "
+            "operation with its line."
+        )
 
     def _get(self, kind: str, access: str) -> Any:
         mediator = current_mediator(self._path, access)
@@ -181,13 +196,7 @@ class OperationEnvoy(FirstInput):
         except NotReachedError:
             if getattr(mediator, "deferred", False):
                 raise  # a body that runs after the model: the engine's message says why
-            raise NotReachedError(
-                f"`{_access(self._path, access)}`: the operation `{self._name}` "
-                f"(`{excerpt(self._compiled, self._name)}`) did not execute: the forward pass "
-                "finished without making this call, so there is nothing to read. It may sit in "
-                "a branch that did not run for this input; print(...source) shows every "
-                "operation with its line."
-            ) from None
+            raise self.not_executed(access) from None
 
     def __repr__(self) -> str:
         line = self._compiled.rows[self._name] - self._compiled.def_row
