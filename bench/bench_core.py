@@ -14,8 +14,9 @@ The plain baseline of the GPT-2 cases includes tokenization (one padded,
 left-padded batch for invokes8), since a trace tokenizes too.
 
 The closures of a case (plain, nnsight_lab, nnsight) run round-robin: each
-round times a batch of calls of each closure, in an order rotated every round.
-How to read the table:
+round times a short batch of calls of each closure (a few ms: one call of a
+GPT-2 case), in an order rotated every round, for a fixed time per case (see
+`measure`). How to read the table:
 
     plain us     median time of one plain forward, in microseconds
     <lib> added  median over rounds of (trace time - plain time) in that round
@@ -32,7 +33,7 @@ Everything runs under torch.no_grad() (pass --grad to keep autograd on), with
 torch.set_num_threads(1): the overhead is single-threaded Python, and one
 intra-op thread keeps the forward time steady on a small machine.
 
-    python bench/bench_core.py [--rounds N] [--quick] [--only CASE] [--grad]
+    python bench/bench_core.py [--seconds S] [--quick] [--only CASE] [--grad]
 """
 
 from __future__ import annotations
@@ -214,8 +215,19 @@ def time_batch(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def measure(closures: dict, rounds: int, batch_s: float) -> dict:
-    """Seconds per call for each closure, one sample per round; an error string if it failed."""
+MIN_ROUNDS = 15
+
+
+def measure(closures: dict, seconds: float, batch_s: float) -> dict:
+    """Seconds per call for each closure, one sample per round; an error string if it failed.
+
+    A round times one batch of each closure, in an order rotated every round: as few
+    calls as last `batch_s` (one call of a GPT-2 case), so that a round's closures run
+    within milliseconds of each other and the machine's slow moments fall on all of
+    them alike. Rounds go on for `seconds` (at least MIN_ROUNDS). Everything alive
+    before the first round is frozen out of the garbage collector: a full collection
+    of the loaded libraries takes ~0.2 s, which would land on whichever call set it off.
+    """
     calls, samples = {}, {}
     for label, fn in closures.items():
         try:
@@ -226,15 +238,21 @@ def measure(closures: dict, rounds: int, batch_s: float) -> dict:
             continue
         calls[label] = max(1, round(batch_s / single))
         samples[label] = []
-    for index in range(rounds):
-        labels = [label for label in closures if isinstance(samples[label], list)]
-        shift = index % max(1, len(labels))
-        gc.collect()
-        for label in labels[shift:] + labels[:shift]:
-            try:
-                samples[label].append(time_batch(closures[label], calls[label]))
-            except Exception as exc:  # noqa: BLE001
-                samples[label] = short(exc)
+    gc.collect()
+    gc.freeze()
+    try:
+        end, index = time.perf_counter() + seconds, 0
+        while index < MIN_ROUNDS or time.perf_counter() < end:
+            labels = [label for label in closures if isinstance(samples[label], list)]
+            shift = index % max(1, len(labels))
+            for label in labels[shift:] + labels[:shift]:
+                try:
+                    samples[label].append(time_batch(closures[label], calls[label]))
+                except Exception as exc:  # noqa: BLE001
+                    samples[label] = short(exc)
+            index += 1
+    finally:
+        gc.unfreeze()
     return samples
 
 
@@ -277,7 +295,7 @@ def print_machine(libraries: dict, args) -> None:
     for name, lib in libraries.items():
         print(f"{name}: {lib if isinstance(lib, str) else getattr(lib, '__version__', '?')}")
     print(
-        f"rounds {args.rounds}  batch {args.batch_s * 1000:.0f} ms  "
+        f"{args.seconds:g} s per case  batch {args.batch_s * 1000:.0f} ms  "
         f"grad {'on' if args.grad else 'off (no_grad)'}\n"
     )
 
@@ -329,7 +347,7 @@ def run_case(fixtures: Fixtures, libraries: dict, case: str, args) -> list[str]:
         except Exception as exc:  # noqa: BLE001
             closures[name] = short(exc)
     runnable = {k: v for k, v in closures.items() if not isinstance(v, str)}
-    samples = {**closures, **measure(runnable, args.rounds, args.batch_s)}
+    samples = {**closures, **measure(runnable, args.seconds, args.batch_s)}
     plain = samples["plain"]
     if isinstance(plain, str):
         return [case, plain, "-", "-", "-"]
@@ -339,14 +357,14 @@ def run_case(fixtures: Fixtures, libraries: dict, case: str, args) -> list[str]:
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=21, help="timed rounds per case")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (3 rounds)")
+    parser.add_argument("--seconds", type=float, default=20, help="timed seconds per case")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--only", choices=list(CASES), help="run one case")
     parser.add_argument("--grad", action="store_true", help="keep autograd on")
     args = parser.parse_args()
-    args.batch_s = 0.01 if args.quick else 0.05  # time per batch of calls, in one round
+    args.batch_s = 0.002  # time per batch of calls, in one round
     if args.quick:
-        args.rounds = 3
+        args.seconds = 0
     return args
 
 

@@ -19,7 +19,7 @@ this shared machine grows with its time (about 10% of it, mostly the vocabulary
 projection): the 128-wide generate takes ~50 ms, give or take 5 ms, more than the
 whole added time of either library.
 
-    python bench/bench_features.py [--rounds N] [--quick] [--only CASE]
+    python bench/bench_features.py [--seconds S] [--quick] [--only CASE]
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def run_case(fixtures: Fixtures, libraries: dict, case: str, args) -> list[str]:
     runnable = {k: v for k, v in closures.items() if not isinstance(v, str)}
     grad = contextlib.nullcontext() if case == "backward" else torch.no_grad()
     with grad:
-        samples = {**closures, **measure(runnable, args.rounds, args.batch_s)}
+        samples = {**closures, **measure(runnable, args.seconds, args.batch_s)}
     if case == "scan":
         cells = [_ms(samples[name]) for name in ("nnsight_lab", "nnsight")]
         return [case, "-", f"{cells[0]} ms total", f"{cells[1]} ms total", ratio(*cells)]
@@ -131,14 +131,14 @@ def _ms(sample) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=45)
+    parser.add_argument("--seconds", type=float, default=40, help="timed seconds per case")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=list(CASES))
     args = parser.parse_args()
-    args.batch_s = 0.05 if args.quick else 0.2
+    args.batch_s = 0.002
     args.grad = True
     if args.quick:
-        args.rounds = 3
+        args.seconds = 0
     with setup(args) as (fixtures, libraries), gpt2_fixtures(NARROW) as narrow:
         for case in [args.only] if args.only else CASES:
             try:
