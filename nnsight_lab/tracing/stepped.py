@@ -165,7 +165,7 @@ def _is_helper(node: ast.expr, name: str) -> bool:
 
 
 def _request(*items: ast.expr) -> ast.Yield:
-    """`yield (STEPS, *items)`: a request about a loop or a backward block."""
+    """`yield (STEPS, *items)`: a request to the engine (a loop's, a backward block's...)."""
     return ast.Yield(ast.Tuple([ast.Name(STEPS, ast.Load()), *items], ast.Load()))
 
 
@@ -301,6 +301,8 @@ class _YieldRewriter(ast.NodeTransformer):
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)
         if _is_helper(node, SOURCE):  # the engine may have to wait for what is called
+            if self.in_backward:
+                self.unsupported = True
             node.args[0] = _request(ast.Constant("source"), node.args[0])
             return node
         for helper, action in ((GRAD, "grad"), (SET_GRAD, "set_grad")):

@@ -64,6 +64,7 @@ def test_simple_bodies_compile_to_generators(source):
         "with loss.backward():\n    for s in tracer.iter[:]:\n        pass",
         "with loss.backward():\n    with loss.backward():\n        pass",
         "with loss.backward() as b:\n    pass",
+        "with loss.backward():\n    print(model.source)",
         "loss.backward()\ng = h.grad",  # torch's own `.grad`, through the helper
     ],
 )
