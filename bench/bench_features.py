@@ -19,7 +19,7 @@ this shared machine grows with its time (about 10% of it, mostly the vocabulary
 projection): the 128-wide generate takes ~50 ms, give or take 5 ms, more than the
 whole added time of either library.
 
-    python bench/bench_features.py [--seconds S] [--quick] [--only CASE]
+    python bench/bench_features.py [--seconds S] [--quick] [--only CASE] [--system-malloc]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from bench_core import (  # noqa: E402
     NARROW,
     PROMPT,
+    SYSTEM_MALLOC,
+    SYSTEM_MALLOC_HELP,
     Fixtures,
     added_us,
     gpt2_fixtures,
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40, help="timed seconds per case")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", choices=list(CASES))
+    parser.add_argument(SYSTEM_MALLOC, action="store_true", help=SYSTEM_MALLOC_HELP)
     args = parser.parse_args()
     args.batch_s = 0.002
     args.grad = True
