@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import statistics
 import sys
+import warnings
 
 import torch
 
@@ -46,6 +47,9 @@ from bench_core import (  # noqa: E402
     setup,
     short,
 )
+
+# nnsight 0.8.1 deprecates the `with tracer.iter[...]:` form that the example uses.
+warnings.filterwarnings("ignore", message=".*block form is deprecated")
 
 
 def case_generate8(nn, llm, prompt):
