@@ -1,0 +1,40 @@
+"""The benchmarks' timing method (`bench/bench_core.py`): what it samples and reports."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+
+import bench_core  # noqa: E402
+
+
+def test_measure_runs_every_closure_each_round_and_reports_failures():
+    calls = {"fast": 0, "slow": 0}
+
+    def fast():
+        calls["fast"] += 1
+
+    def slow():
+        calls["slow"] += 1
+        sum(range(20_000))
+
+    def broken():
+        raise ValueError("no model")
+
+    samples = bench_core.measure({"fast": fast, "slow": slow, "broken": broken}, 0, 0.001)
+    assert samples["broken"] == "ValueError: no model"
+    assert len(samples["fast"]) == len(samples["slow"]) == bench_core.MIN_ROUNDS
+    assert calls["fast"] > calls["slow"] > bench_core.MIN_ROUNDS  # batches fill 1 ms each
+    assert min(samples["slow"]) > max(samples["fast"])  # seconds per call, not per batch
+    assert not gc.get_freeze_count()  # what it froze is handed back to the collector
+
+
+def test_added_time_pairs_rounds_and_ratio_reads_the_cells():
+    trace, plain = [3.0, 5.0, 9.0], [1.0, 2.0, 3.0]
+    assert bench_core.added_us(trace, plain) == f"{3.0 * 1e6:.1f}"  # median of 2, 3, 6
+    assert bench_core.added_us("unavailable", plain) == "unavailable"
+    assert bench_core.ratio("10.0", "40.0") == "0.25"
+    assert bench_core.ratio("unavailable", "40.0") == "-"
