@@ -154,8 +154,9 @@ class SteppedMediator(Mediator):
         return generator.send, None
 
     def _engine_request(self, generator: Generator, request: tuple) -> tuple[Any, Any, Any]:
-        """Answer a request to the engine: `(send, value, None)` to go on at once, or
-        `(None, None, (path, kind))` to wait for the model there."""
+        """Answer a request to the engine: `(send, value, None)` to go on at once,
+        `(None, None, (path, kind))` to wait for the model there, or `(None, None, None)`
+        when the part of the body this mediator runs is over (`SteppedBackward`)."""
         action, owner = request[1], request[2]
         if action == "backward":
             return (*self._backward(generator, owner), None)
