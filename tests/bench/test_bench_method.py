@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
+import subprocess
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
 
@@ -38,3 +42,20 @@ def test_added_time_pairs_rounds_and_ratio_reads_the_cells():
     assert bench_core.added_us("unavailable", plain) == "unavailable"
     assert bench_core.ratio("10.0", "40.0") == "0.25"
     assert bench_core.ratio("unavailable", "40.0") == "-"
+
+
+@pytest.mark.parametrize(
+    ("script", "case"), [("bench_core.py", "patch"), ("bench_features.py", "source_op")]
+)
+def test_a_quick_run_prints_a_figure_for_nnsight_lab(script, case):
+    path = os.path.join(os.path.dirname(bench_core.__file__), script)
+    run = subprocess.run(
+        [sys.executable, path, "--quick", "--only", case],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    row = next(line for line in run.stdout.splitlines() if line.startswith(case))
+    lab_added = row.split()[2]  # a figure; where the trace failed, its error instead
+    assert math.isfinite(float(lab_added)), row
