@@ -30,8 +30,8 @@ either library's added time). Their rows still carry noise: compare them over se
 runs. Outputs are not compared: this is not a test.
 
 The process keeps the memory it frees (`keep_freed_memory`; --system-malloc
-leaves glibc's settings alone). Everything runs under torch.no_grad() (pass --grad to keep autograd on), with
-torch.set_num_threads(1): the overhead is single-threaded Python, and one
+leaves glibc's settings alone). Everything runs under torch.no_grad() (pass
+--grad to keep autograd on), with torch.set_num_threads(1): the overhead is single-threaded Python, and one
 intra-op thread keeps the forward time steady on a small machine.
 
     python bench/bench_core.py [--seconds S] [--quick] [--only CASE] [--grad] [--system-malloc]
@@ -311,7 +311,7 @@ def keep_freed_memory() -> str:
     threshold is free there, and maps big blocks afresh; the next allocation then
     faults every page back in (~1 us each). Which closure pays depends on what was
     freed in which order: a GPT-2 backward took 0, 270 or 530 faults per call here,
-    whichever library ran it, even none. Settings, not a swap of allocator: the
+    whichever library ran it, or none. Settings, not a swap of allocator: the
     same for every closure of the run. Returns what the run uses, for its header.
     """
     try:
