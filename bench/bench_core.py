@@ -31,8 +31,9 @@ runs. Outputs are not compared: this is not a test.
 
 The process keeps the memory it frees (`keep_freed_memory`; --system-malloc
 leaves glibc's settings alone). Everything runs under torch.no_grad() (pass
---grad to keep autograd on), with torch.set_num_threads(1): the overhead is single-threaded Python, and one
-intra-op thread keeps the forward time steady on a small machine.
+--grad to keep autograd on), with torch.set_num_threads(1): the overhead is
+single-threaded Python, and one intra-op thread keeps the forward time steady on
+a small machine.
 
     python bench/bench_core.py [--seconds S] [--quick] [--only CASE] [--grad] [--system-malloc]
 """
