@@ -37,16 +37,15 @@ class Backward(CapturingContext):
 
     def run(self, body: Body, frame: FrameType) -> None:
         current_mediator("with loss.backward()")
-        mediator = Mediator(body.code, frame.f_globals, None)
+        self.interleave(Mediator(body.code, frame.f_globals, None))
+
+    def interleave(self, mediator: Mediator) -> None:
+        """Run backward from the tensor, with `mediator`'s body beside it."""
         interleaver = GradientInterleaver([mediator])
         try:
-            interleaver.run(None, self.call)
+            interleaver.run(None, lambda: self.tensor.backward(*self.args, **self.kwargs))
         finally:
             interleaver.remove_hooks()
-
-    def call(self) -> None:
-        """Run backward from the tensor."""
-        self.tensor.backward(*self.args, **self.kwargs)
 
 
 class GradientInterleaver(Interleaver):

@@ -171,16 +171,12 @@ class SteppedMediator(Mediator):
 
     def _backward(self, generator: Generator, backward: Backward) -> tuple[Any, Any]:
         """Run backward, and the `with loss.backward():` block's body beside it."""
-        block = SteppedBackward(self)
-        interleaver = GradientInterleaver([block])
         try:
-            interleaver.run(None, backward.call)
+            backward.interleave(SteppedBackward(self))
         except BaseException as error:
             if inspect.getgeneratorstate(generator) == inspect.GEN_CLOSED:  # the block raised it
                 raise
             return generator.throw, error  # backward itself failed
-        finally:
-            interleaver.remove_hooks()
         return generator.send, None
 
     def _unwait(self) -> None:

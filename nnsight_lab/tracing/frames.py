@@ -3,8 +3,8 @@
 Skipping: `__enter__` sets a line-trace function on the caller's frame that raises
 `SkipBody` as soon as the body's first line starts; `__exit__` receives it, puts
 back whatever tracing was active before (a debugger, coverage), stops handling the
-exception (see `forget_skip`) and runs the body itself. Writing back: saved values become variables of the caller, in a module,
-a class body or a function.
+exception (see `forget_skip`) and runs the body itself. Writing back: saved values
+become variables of the caller, in a module, a class body or a function.
 """
 
 from __future__ import annotations

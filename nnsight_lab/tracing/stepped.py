@@ -71,7 +71,8 @@ _UNSUPPORTED = (
     ast.YieldFrom,
     ast.Await,
 )
-_GRADIENTS = (BACKWARD, GRAD, SET_GRAD)  # rewritten into requests (`_YieldRewriter`)
+# The engine's own calls (`rewrite`): safe, or rewritten into requests (`_YieldRewriter`).
+_HELPERS = (SAVE, SOURCE, BACKWARD, GRAD, SET_GRAD)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def compile_stepped(statements: list[ast.stmt], filename: str, lineno: int) -> S
             call = _call(node.func, assigned)
             if call is None:
                 return None
-            if call.root not in (SAVE, SOURCE, *_GRADIENTS):
+            if call.root not in _HELPERS:
                 calls.append(call)
     rewriter = _YieldRewriter(_next_lines(statements))
     body = rewriter.block(statements)
@@ -329,6 +330,9 @@ class _YieldRewriter(ast.NodeTransformer):
     def visit_Assign(self, node: ast.Assign) -> ast.AST:
         target = node.targets[0]
         if len(node.targets) == 1 and isinstance(target, ast.Attribute) and target.attr in VALUES:
+            if self.in_backward:  # a module write beside backward: as a read, above
+                self.unsupported = True
+                return node
             value, owner = self.visit(node.value), self.visit(target.value)
             request = ast.Tuple([value, owner, ast.Constant(target.attr)], ast.Load())
             return ast.copy_location(ast.Expr(ast.Yield(request)), node)

@@ -120,6 +120,20 @@ def test_source_of_an_operation_waits_for_its_call(runner, stepped_runs):
     assert len(stepped_runs) == (1 if runner == "stepped" else 0)
 
 
+class _CallsItOnlyForHugeInputs(torch.nn.Module):
+    def forward(self, x):
+        if x.abs().max() > 1e9:
+            return _doubled_relu(x)
+        return x
+
+
+def test_source_of_an_operation_that_never_runs_says_not_executed(runner):
+    model = NNsight(_CallsItOnlyForHugeInputs())  # a fresh class, as above
+    with pytest.raises(nnsight.NotReachedError, match=r"_doubled_relu_0.*did not execute"):
+        with model.trace(torch.ones(2, 4)):
+            model.source._doubled_relu_0.source.torch_relu_0.output.save()
+
+
 def test_a_helper_that_reads_a_module_runs_in_a_greenlet(toy_net, stepped_runs):
     model = NNsight(toy_net)
     x = torch.rand(2, 5)

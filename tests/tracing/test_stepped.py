@@ -61,6 +61,7 @@ def test_simple_bodies_compile_to_generators(source):
         "with torch.no_grad():\n    h = model.output",
         "global g\ng = 1",
         "with loss.backward():\n    h = model.layer1.output",  # a module read beside backward
+        "with loss.backward():\n    model.layer1.output = 0",
         "with loss.backward():\n    for s in tracer.iter[:]:\n        pass",
         "with loss.backward():\n    with loss.backward():\n        pass",
         "with loss.backward() as b:\n    pass",
