@@ -15,10 +15,14 @@ from .errors import (
     NNsightWarning,
     NotReachedError,
     OutOfOrderError,
+    PolicyError,
+    RemoteError,
     TraceSourceError,
     TracingError,
+    WireError,
 )
 from .models import LanguageModel, NNsight
+from .remote import login, status, whoami
 from .tracing import save
 
 __all__ = [
@@ -29,9 +33,15 @@ __all__ = [
     "NNsightWarning",
     "NotReachedError",
     "OutOfOrderError",
+    "PolicyError",
+    "RemoteError",
     "TraceSourceError",
     "TracingError",
+    "WireError",
+    "login",
     "save",
+    "status",
+    "whoami",
 ]
 __version__ = "0.1.0"
 

@@ -13,17 +13,26 @@ class AppConfig:
     DEBUG: show nnsight_lab's own frames in tracebacks of errors raised in a trace body.
     STEPPED: run simple trace bodies as generators instead of greenlets (faster, the same
         results; see `nnsight_lab.tracing.stepped`). False runs every body in a greenlet.
+    REMOTE_LOGGING: show a remote request's status while it waits and runs (one line,
+        updated in place).
     """
 
     DEBUG: bool = False
     STEPPED: bool = True
+    REMOTE_LOGGING: bool = True
 
 
 @dataclass
 class ApiConfig:
-    """Where remote traces go (used by the remote backend)."""
+    """Where remote traces go (used by the remote backend).
 
-    KEY: str | None = field(default_factory=lambda: os.environ.get("NNSIGHT_LAB_API_KEY"))
+    KEY: the API key sent to the server (env NNSIGHT_LAB_API_KEY, or NDIF_API_KEY).
+    HOST: the server's URL, "http://host:port" (env NNSIGHT_LAB_HOST).
+    """
+
+    KEY: str | None = field(
+        default_factory=lambda: os.environ.get("NNSIGHT_LAB_API_KEY") or os.environ.get("NDIF_API_KEY")
+    )
     HOST: str | None = field(default_factory=lambda: os.environ.get("NNSIGHT_LAB_HOST"))
 
 
@@ -36,6 +45,14 @@ class Config:
 
     def set_default_api_key(self, key: str) -> None:
         """Set the API key sent to the model server (nnsight's spelling)."""
+        self.API.KEY = key
+
+    @property
+    def API_KEY(self) -> str | None:  # noqa: N802  (nnsight guides write CONFIG.API_KEY = ...)
+        return self.API.KEY
+
+    @API_KEY.setter
+    def API_KEY(self, key: str | None) -> None:  # noqa: N802
         self.API.KEY = key
 
 

@@ -7,7 +7,10 @@ and what to do next::
      ├── TraceSourceError        the body of a `with` block could not be read or compiled
      ├── TracingError            the tracing API was used in the wrong place or way
      ├── OutOfOrderError         a value was asked for after the model had passed it
-     └── NotReachedError         the model finished without reaching a requested point
+     ├── NotReachedError         the model finished without reaching a requested point
+     └── RemoteError             a model server refused or failed a request
+          ├── PolicyError        the body uses something a server does not allow (names the line)
+          └── WireError          a value cannot travel between client and server
     NNsightWarning               base class of our warnings
 """
 
@@ -32,6 +35,37 @@ class OutOfOrderError(NNsightError):
 
 class NotReachedError(NNsightError):
     """The forward pass ended without reaching a point the body was waiting for."""
+
+
+class RemoteError(NNsightError):
+    """A model server refused or could not run a request (the message says which and why).
+
+    Attributes:
+        request_id: the server's id of the request, when it has one.
+    """
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class PolicyError(RemoteError):
+    """A trace body uses something that a model server does not run for strangers.
+
+    Attributes:
+        filename, lineno: the user's line that broke the rule.
+        rule: the rule, in a few words (e.g. "no imports").
+    """
+
+    def __init__(
+        self, message: str, *, filename: str = "", lineno: int = 0, rule: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.filename, self.lineno, self.rule = filename, lineno, rule
+
+
+class WireError(RemoteError):
+    """A value cannot be sent to or received from a model server (not a plain value)."""
 
 
 class NNsightWarning(UserWarning):

@@ -23,6 +23,7 @@ from .backends import LOCAL, Invoke, start_cache
 from .cache import Cache
 from .iteration import Iteration, Steps
 from .mediator import State, current_mediator
+from .session import in_session
 
 if TYPE_CHECKING:
     from ..models.nnsight import NNsight
@@ -136,7 +137,10 @@ class Tracer(SavingContext):
             self.namespace = None
 
     def saved_from(self, namespace: Namespace) -> dict[str, Any]:
-        """The variables of `namespace` that the body saved."""
+        """The variables of `namespace` that the body saved (in a session: all it assigned,
+        for the session's later traces; the session keeps only what was saved)."""
+        if in_session():
+            return {k: v for k, v in namespace.items() if not k.startswith("__")}
         ids = self.saved_ids
         return {k: v for k, v in namespace.items() if id(v) in ids and not k.startswith("__")}
 

@@ -46,14 +46,15 @@ class TraceMagics(Magics):
             )
         tracer = self._tracer(model, args)
         body = self._compile(line, cell)
-        stats = activations.start(tracer)
+        stats = None if args.remote else activations.start(tracer)  # a server runs remote ones
         try:
             saved = tracer.execute(body, {"tracer": tracer}, self._shell.user_ns)
         except BaseException as error:
             if not CONFIG.APP.DEBUG:
                 error.__traceback__ = user_frames(error.__traceback__)
             raise error from error.__cause__
-        activations.keep(model, stats)
+        if stats is not None:
+            activations.keep(model, stats)
         self._shell.user_ns.update(saved)
         if args.output:
             self._shell.user_ns[args.output] = tracer

@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from ..engine.tracer import Tracer
 from ..errors import TracingError
 from .generation import Generator, StepStreamer
+from . import servers
 from .nnsight import NNsight
 
 _SHARED_KWARGS = ("trust_remote_code", "revision", "token", "cache_dir", "local_files_only")
@@ -65,12 +66,16 @@ class LanguageModel(NNsight):
                 tokenizer = AutoTokenizer.from_pretrained(name, **shared)
         else:
             source = os.fspath(model)
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(source, **shared)
-            module = _empty_model(source, kwargs, shared)
+            # A name that is not a folder here may be a model of the configured server,
+            # which gives its config and tokenizer (no hub, no weights); else the hub.
+            files = source if os.path.isdir(source) else servers.resolve(source) or source
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(files, **shared)
+            module = _empty_model(files, kwargs, shared)
         _add_generator(module)
         super().__init__(module)
         object.__setattr__(self, "tokenizer", _ready(tokenizer))
         object.__setattr__(self, "_source", source)
+        object.__setattr__(self, "_model_name", source or getattr(module.config, "_name_or_path", ""))
         object.__setattr__(self, "_load_kwargs", kwargs)
         if dispatch:
             self.dispatch()
@@ -91,7 +96,9 @@ class LanguageModel(NNsight):
         object.__setattr__(self, "_source", None)
 
     def trace(self, *inputs: Any, **kwargs: Any) -> Tracer:
-        self.dispatch()
+        remote = kwargs.get("remote", False)
+        if not remote or remote == "local":  # a server has the weights: none here
+            self.dispatch()
         return super().trace(*inputs, **kwargs)
 
     def generate(self, *inputs: Any, **kwargs: Any) -> Tracer:

@@ -11,8 +11,10 @@ from ..engine.edits import Editor
 from ..engine.envoy import Envoy
 from ..engine.hooks import Router
 from ..engine.scan import SCAN
+from ..engine.session import Session
 from ..engine.tracer import Backend, Tracer
 from ..errors import TracingError
+from . import servers
 
 
 class NNsight(Envoy):
@@ -51,38 +53,67 @@ class NNsight(Envoy):
         object.__setattr__(self, "_router", Router(list(self.named_modules())))
 
     def trace(
-        self, *inputs: Any, remote: bool = False, backend: Backend | None = None, **kwargs: Any
+        self,
+        *inputs: Any,
+        remote: bool | str = False,
+        blocking: bool = True,
+        timeout: float | None = None,
+        backend: Backend | None = None,
+        **kwargs: Any,
     ) -> Tracer:
         """Run the model on `inputs` with the `with` block's body interleaved.
 
         Args:
             *inputs: the model's input; leave empty and use `tracer.invoke(...)` for several.
-            remote: run on a model server instead of here.
+            remote: run on a model server: True for `CONFIG.API.HOST`, a URL
+                ("http://host:port") for that server, or "local" for a dry run here
+                through the server's own checks and execution path.
+            blocking: with `remote`, wait for the result (False: return at once; the
+                handle is `tracer.backend`, with `.status()` and `.wait()`).
+            timeout: with `remote`, the most seconds to wait for the result.
             backend: what runs the trace (default: this process).
             **kwargs: passed to the model's forward call.
 
         Returns:
             The tracer, to use as a context manager.
-
-        Raises:
-            TracingError: `remote=True` with no server configured.
         """
-        if remote and backend is None:
-            raise TracingError(
-                "remote=True needs a model server, and none is configured: set "
-                "nnsight_lab.CONFIG.API.HOST (or NNSIGHT_LAB_HOST), or drop remote=True to run "
-                "locally."
-            )
+        if remote:
+            backend = servers.remote_backend(remote, {"blocking": blocking, "timeout": timeout})
         return Tracer(self, *inputs, backend=backend, **kwargs)
 
-    def scan(self, *inputs: Any, **kwargs: Any) -> Tracer:
+    def scan(self, *inputs: Any, remote: bool | str = False, **kwargs: Any) -> Tracer:
         """A trace on fake tensors: shapes and dtypes without computing or reading weights.
 
         Example:
             >>> with llm.scan("Hello"):
             ...     width = nnsight.save(llm.transformer.h[0].output.shape[-1])
         """
-        return Tracer(self, *inputs, backend=SCAN, **kwargs)
+        backend: Backend = SCAN
+        if remote:
+            options = {k: kwargs.pop(k) for k in ("blocking", "timeout") if k in kwargs}
+            backend = servers.remote_backend(remote, {**options, "scan": True})
+        return Tracer(self, *inputs, backend=backend, **kwargs)
+
+    def session(
+        self, *, remote: bool | str = False, blocking: bool = True, timeout: float | None = None
+    ) -> Session:
+        """Several traces whose variables flow from one to the next without `.save()`.
+
+        Only saved values leave the session; with `remote`, the whole session is one
+        request to the server, and unsaved values never travel.
+
+        Example:
+            >>> with llm.session(remote=True):
+            ...     with llm.trace("The Eiffel Tower is in"):
+            ...         paris = llm.transformer.h[6].output
+            ...     with llm.trace("The Colosseum is in"):
+            ...         llm.transformer.h[6].output[:] = paris
+            ...         patched = llm.lm_head.output.save()
+        """
+        if not remote:
+            return Session(self)
+        options = {"blocking": blocking, "timeout": timeout}
+        return Session(self, servers.remote_backend(remote, options))
 
     def edit(self, *, inplace: bool = False) -> Editor:
         """Record interventions that apply to every later trace.

@@ -88,6 +88,11 @@ class SavingContext(CapturingContext):
             _active.remove(self)
 
 
+def active() -> list[SavingContext]:
+    """The saving contexts running now, outermost first (a session, then its trace)."""
+    return _active
+
+
 def save(value: Any) -> Any:
     """Keep `value` after the trace that is running (nnsight's `nnsight.save`).
 

@@ -34,6 +34,7 @@ class Body:
     Attributes:
         code: the body compiled as module-level code, run with `exec`.
         source: the body's own source text (dedented), what travels to a server.
+        start: the line of `source`'s first line in `filename`.
         filename: the file the body stands in.
         lineno: the line of the `with` statement.
         has_invokes: whether the body opens `with <tracer>.invoke(...)` blocks.
@@ -56,6 +57,7 @@ class Body:
     after: int | None = None
     endless: bool = False
     stepped: Stepped | None = None
+    start: int = 1
 
 
 _cache: dict[tuple[CodeType, int], Body] = {}
@@ -191,6 +193,7 @@ def compile_statements(
         after=after,
         endless=endless,
         stepped=compile_stepped(module.body, filename, lineno) if simple else None,
+        start=first.lineno,
     )
 
 

@@ -1,0 +1,260 @@
+"""The client: `remote=True` sends a trace to a model server over HTTP (`requests`).
+
+`RemoteBackend` is a backend like the local one (it takes the finished tracer
+and returns the saved values): it builds the request (`request.build`), submits
+it, follows its status stream while showing one status line, then streams the
+result back (`wire.read_result`) or raises the body's error at the user's line.
+The server's version and mode are checked once per host. `remote="local"` is a
+dry run: the exact request is serialized, checked by the server's policy and
+run here through the server's own execution path (`execution.run`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from base64 import b64decode
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ..config import CONFIG
+from ..errors import PolicyError, RemoteError, TracingError
+from . import execution, policy, request, wire
+from .failures import raise_failure
+from .progress import StatusLine
+from .schema import API_KEY_HEADER, WIRE_VERSION, Request, Status
+
+_CONNECT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a server said of itself when first asked (`/v1/health`)."""
+
+    version: str
+    server: str
+    mode: str  # "safe" or "trusted"
+
+    @property
+    def trusted(self) -> bool:
+        return self.mode == "trusted"
+
+
+_checked: dict[str, ServerInfo] = {}
+
+
+class Connection:
+    """One server and the key sent to it."""
+
+    def __init__(self, host: str | None = None, key: str | None = None) -> None:
+        host = host or CONFIG.API.HOST
+        if not host:
+            raise TracingError(
+                "remote=True needs a model server, and none is configured: set "
+                "nnsight_lab.CONFIG.API.HOST (or NNSIGHT_LAB_HOST), pass remote=\"http://host:port\", "
+                "or drop remote=True to run locally."
+            )
+        self.host = host.rstrip("/")
+        self.key = key or CONFIG.API.KEY
+        self.http = requests.Session()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One HTTP call; errors of the server become `RemoteError` with its message."""
+        headers = {API_KEY_HEADER: self.key} if self.key else {}
+        kwargs.setdefault("timeout", (_CONNECT_TIMEOUT, 60.0))
+        try:
+            response = self.http.request(method, self.host + path, headers=headers, **kwargs)
+        except requests.ConnectionError:
+            raise RemoteError(
+                f"cannot reach the model server at {self.host}: is `nnsight-lab serve` running "
+                "there, and is CONFIG.API.HOST right?"
+            ) from None
+        if response.status_code >= 400:
+            raise RemoteError(f"{self.host}{path}: {_detail(response)}")
+        return response
+
+    def info(self) -> ServerInfo:
+        """The server's version and mode, asked once per host; a version mismatch raises."""
+        known = _checked.get(self.host)
+        if known is None:
+            data = self.call("GET", "/v1/health").json()
+            known = ServerInfo(data.get("version", "?"), data.get("server", "?"), data["mode"])
+            if known.version != WIRE_VERSION:
+                raise RemoteError(
+                    f"the server at {self.host} speaks {known.version} (nnsight_lab "
+                    f"{known.server}) and this client {WIRE_VERSION}: install the server's "
+                    "version of nnsight_lab here, or ask its operator to upgrade."
+                )
+            _checked[self.host] = known
+        return known
+
+    def submit(self, body: Request) -> Status:
+        if not self.key:
+            raise RemoteError(
+                "no API key for the model server: call nnsight_lab.login(key), "
+                "CONFIG.set_default_api_key(key), or set NNSIGHT_LAB_API_KEY."
+            )
+        return Status.from_json(self.call("POST", "/v1/requests", json=body.to_json()).json())
+
+    def status(self, request_id: str) -> Status:
+        return Status.from_json(self.call("GET", f"/v1/requests/{request_id}").json())
+
+    def events(self, request_id: str, timeout: float | None) -> Any:
+        """The request's statuses as the server streams them, until a final one."""
+        read = (_CONNECT_TIMEOUT, timeout) if timeout else (_CONNECT_TIMEOUT, None)
+        response = self.call("GET", f"/v1/requests/{request_id}/events", stream=True, timeout=read)
+        with response:
+            for line in response.iter_lines():
+                if line:
+                    yield Status.from_json(json.loads(line))
+
+    def result(self, request_id: str) -> dict[str, Any]:
+        response = self.call("GET", f"/v1/requests/{request_id}/result", stream=True)
+        with response:
+            return wire.read_result(response.raw)
+
+
+class RemoteBackend:
+    """Runs a trace (or session) on a model server; see the module docstring.
+
+    After a `blocking=False` trace, this object is `tracer.backend`: `.status()`,
+    `.wait(timeout)` (the saved values, by name) and `.cancel()`.
+    """
+
+    def __init__(
+        self,
+        remote: bool | str = True,
+        *,
+        blocking: bool = True,
+        timeout: float | None = None,
+        scan: bool = False,
+    ) -> None:
+        self.remote = remote
+        self.blocking = blocking
+        self.timeout = timeout
+        self.scan = scan
+        self.request_id: str | None = None
+        self.connection: Connection | None = None
+
+    def __call__(self, context: Any) -> dict[str, Any]:
+        kind = request.kind_of(context, self.scan)
+        if self.remote == "local":
+            return dry_run(request.build(context, kind, trusted=False), context.model)
+        host = self.remote if isinstance(self.remote, str) else None
+        self.connection = connection = Connection(host)
+        info = connection.info()
+        status = connection.submit(request.build(context, kind, trusted=info.trusted))
+        self.request_id = status.id
+        if not self.blocking:
+            return {}
+        return self.wait(self.timeout, first=status)
+
+    def status(self) -> Status:
+        """Where the request stands now."""
+        connection, request_id = self._sent()
+        return connection.status(request_id)
+
+    def cancel(self) -> Status:
+        """Stop the request (queued or running)."""
+        connection, request_id = self._sent()
+        return Status.from_json(connection.call("POST", f"/v1/requests/{request_id}/cancel").json())
+
+    def wait(self, timeout: float | None = None, *, first: Status | None = None) -> dict[str, Any]:
+        """Wait for the request to end; returns its saved values, or raises its error."""
+        connection, request_id = self._sent()
+        line = StatusLine()
+        final = first if first is not None and first.state.final else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            if first is not None:
+                line.show(first)
+            while final is None:
+                final = self._follow(connection, request_id, line, deadline)
+        finally:
+            line.close()
+        if final.failure is not None:
+            raise_failure(final.failure, request_id)
+        if final.state.value != "completed":
+            raise RemoteError(f"request {request_id} was {final.state.value}", request_id)
+        return connection.result(request_id)
+
+    def _follow(
+        self, connection: Connection, request_id: str, line: StatusLine, deadline: float | None
+    ) -> Status | None:
+        """Follow the status stream until a final status (None: the stream broke off)."""
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise RemoteError(
+                f"no result within {self.timeout} s; request {request_id} is still on the "
+                "server: `tracer.backend.wait()` waits again, `tracer.backend.cancel()` stops it.",
+                request_id,
+            )
+        try:
+            for status in connection.events(request_id, left):
+                line.show(status)
+                if status.state.final:
+                    return status
+        except requests.exceptions.RequestException:
+            pass  # the stream broke off or timed out: the caller asks again (or gives up)
+        return None
+
+    def _sent(self) -> tuple[Connection, str]:
+        if self.connection is None or self.request_id is None:
+            raise RemoteError("this trace has not been sent to a server yet")
+        return self.connection, self.request_id
+
+
+def dry_run(body: Request, model: Any) -> dict[str, Any]:
+    """Run a request here exactly as a safe server would: serialized, checked, executed."""
+    sent = Request.from_json(json.loads(json.dumps(body.to_json())))
+    try:
+        policy.check(sent.source, sent.filename, sent.line)
+    except PolicyError as error:
+        raise_failure(execution.failure_of(error, sent.filename))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "result.safetensors"
+        outcome = execution.run(sent, model, path, trusted=False)
+        if outcome.failure is not None:
+            raise_failure(outcome.failure)
+        with open(path, "rb") as file:
+            return wire.read_result(file)
+
+
+def model_folder(name: str) -> str | None:
+    """A folder with the config and tokenizer of the server's model `name`, fetched from
+    the configured server (None: no server, or it does not serve `name`)."""
+    if not CONFIG.API.HOST:
+        return None
+    connection = Connection()
+    try:
+        files = connection.call("GET", f"/v1/models/{name}").json()["files"]
+    except (RemoteError, requests.RequestException, ValueError, KeyError):
+        return None  # not a model of that server: the hub may know it
+    digest = hashlib.sha256(connection.host.encode()).hexdigest()[:12]
+    folder = _cache_root() / digest / name.replace("/", "--")
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, data in files.items():
+        if "/" in filename or filename.startswith("."):
+            continue  # only plain file names land in the folder
+        (folder / filename).write_bytes(b64decode(data))
+    return str(folder)
+
+
+def _cache_root() -> Path:
+    """Where server models' configs and tokenizers are kept (env NNSIGHT_LAB_CACHE)."""
+    root = os.environ.get("NNSIGHT_LAB_CACHE")
+    return Path(root) / "servers" if root else Path.home() / ".cache" / "nnsight_lab" / "servers"
+
+
+def _detail(response: requests.Response) -> str:
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    return f"{response.status_code} {detail}"

@@ -1,0 +1,311 @@
+"""Running one request on a model: the server's execution path.
+
+A worker process calls `run` for each request it is given; the client's dry run
+(`remote="local"`) calls the same function on its own model. `run` rebuilds the
+body from its source text under a file name of its own (lines padded so that
+they keep the user's numbers), decodes the values it reads, opens the same
+context the user opened (trace, generate, scan or session), runs it, and writes
+the saved values as one safetensors file. An exception raised by the body
+becomes a `Failure` that names the user's file and lines, with no server frames.
+
+After every request the model must be as it was: parameters' gradients are
+dropped and persistent edits cleared; if anything else changed (a weight's
+version counter, a hook, a module's mode, the config), the run is refused and
+the worker reports itself `tainted`, to be replaced with a freshly loaded model.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import importlib
+import io
+import itertools
+import linecache
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+import torch
+
+from ..engine.envoy import Envoy
+from ..errors import PolicyError, RemoteError, WireError
+from ..models.nnsight import NNsight
+from ..tracing.source import compile_statements
+from . import wire
+from .schema import Failure, Frame, Kind, Request
+
+MODULES = ("torch", "torch.nn", "torch.nn.functional", "math", "nnsight_lab")
+"""Modules a body may read by name from the caller (`torch`, `F`, `math`, `nnsight`)."""
+
+_HOOKS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
+_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one request ended.
+
+    Attributes:
+        failure: the error, or None when the result file was written.
+        tainted: the body changed the model: the worker must be replaced.
+        size: bytes of the result file (0 on failure).
+        prints: what the body printed (not captured here: workers send it to their log).
+    """
+
+    failure: Failure | None
+    tainted: bool
+    size: int
+    prints: str = ""
+
+
+def load_model(spec: str) -> NNsight:
+    """The model a server serves under a spec: a folder or hub id of a causal LM."""
+    from ..models.language_model import LanguageModel
+
+    return LanguageModel(spec, dispatch=True)
+
+
+def describe_spec(spec: str) -> dict[str, Any]:
+    """What a client needs to build the model without weights or hub access: the config,
+    the tokenizer's files (base64) and the module tree (`[path, class name]` rows)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(spec)
+    with torch.device("meta"):
+        module = AutoModelForCausalLM.from_config(config)
+    files: dict[str, str] = {"config.json": _b64(config.to_json_string().encode())}
+    with tempfile.TemporaryDirectory() as folder:
+        AutoTokenizer.from_pretrained(spec).save_pretrained(folder)
+        for path in Path(folder).iterdir():
+            files[path.name] = _b64(path.read_bytes())
+    if "tokenizer.json" in files:  # the fast tokenizer's one file holds vocab and merges
+        files = {k: v for k, v in files.items() if k not in ("vocab.json", "merges.txt")}
+    tree = [[_path(name), type(sub).__name__] for name, sub in module.named_modules()]
+    return {"config": config.to_dict(), "files": files, "modules": tree}
+
+
+def run(request: Request, model: NNsight, result_path: Path, *, trusted: bool) -> Outcome:
+    """Run `request` on `model` and write its saved values to `result_path`.
+
+    Never raises for what the body does: its errors come back as `Outcome.failure`.
+    """
+    before = fingerprint(model)
+    failure, size = None, 0
+    try:
+        saved = execute(request, model, trusted=trusted)
+        _reset(model)
+        if fingerprint(model) != before:
+            raise RemoteError(
+                "the body changed the model (a weight, a hook, a module's mode or the config); "
+                "a trace may change activations, never the model itself. Nothing was kept, "
+                "and the server reloads the model."
+            )
+        size = wire.write_result(result_path, saved)
+    except Exception as error:
+        failure = failure_of(error, request.filename)
+    finally:
+        _reset(model)
+    return Outcome(failure=failure, tainted=fingerprint(model) != before, size=size)
+
+
+def execute(request: Request, model: NNsight, *, trusted: bool) -> dict[str, Any]:
+    """Run the request's body on `model`; returns its saved values by name."""
+    context = _open(model, request)
+    tensors = wire.unpack_tensors(request.tensors)
+    resolve = _resolver(model, context)
+    device = _device(model)
+
+    def value(tree: Any) -> Any:
+        return _to(wire.decode(tree, tensors, resolve=resolve), device)
+
+    scope = {name: value(tree) for name, tree in request.values.items()}
+    if request.payload:
+        scope.update(_unpickle(request.payload, trusted))
+    if request.target:
+        scope[request.target] = context
+    context.inputs = tuple(value(v) for v in request.inputs)
+    context.kwargs = {k: value(v) for k, v in request.kwargs.items()}
+    filename = f"<remote body {next(_counter)}>"
+    try:
+        body = _compile(request, filename)
+        return context.execute(body, scope, {"__name__": "__remote__"})
+    finally:
+        linecache.cache.pop(filename, None)
+
+
+def _open(model: NNsight, request: Request) -> Any:
+    """The context the user opened, with no input yet (`execute` sets it)."""
+    if request.kind is Kind.SESSION:
+        return model.session()
+    if request.kind is Kind.SCAN:
+        return model.scan()
+    if request.kind is Kind.GENERATE:
+        if not hasattr(model, "generate"):
+            raise RemoteError(f"{type(model).__name__} models cannot generate")
+        return model.generate()
+    return model.trace()
+
+
+def _compile(request: Request, filename: str) -> Any:
+    """The body compiled under `filename`, its lines numbered as in the user's file."""
+    if request.line < 1 or request.line > 10_000_000:
+        raise WireError(f"a body's line must be between 1 and 10,000,000, got {request.line}")
+    lines = ["\n"] * (request.line - 1) + request.source.splitlines(keepends=True)
+    text = "".join(lines)
+    linecache.cache[filename] = (len(text), None, lines, filename)
+    tree = ast.parse(text, filename)
+    if not tree.body:
+        raise RemoteError("the request's body has no statements to run")
+    return compile_statements(
+        tree.body, filename, max(request.line - 1, 1), lines, target=request.target
+    )
+
+
+def _resolver(model: NNsight, context: Any) -> wire.Resolve:
+    """How references in a request become objects here: the model, its modules, the
+    tracer, and the few modules a body may read by name."""
+
+    def resolve(tag: str, argument: Any) -> Any:
+        if tag == "model":
+            return model
+        if tag == "tracer":
+            return context
+        if tag == "envoy" and isinstance(argument, str):
+            return envoy_at(model, argument)
+        if tag == "module" and argument in MODULES:
+            return importlib.import_module(argument)
+        raise WireError(f"a request cannot refer to {tag} {argument!r}")
+
+    return resolve
+
+
+def envoy_at(model: NNsight, path: str) -> Envoy:
+    """The envoy at a dotted path ("model.transformer.h.0")."""
+    envoy: Envoy = model
+    for part in path.split(".")[1:]:
+        children = envoy._children
+        if part not in children:
+            raise WireError(f"the model has no module {path!r}")
+        envoy = children[part]
+    return envoy
+
+
+def failure_of(error: BaseException, filename: str) -> Failure:
+    """`error` as the user should see it: its type, message and the body's own frames
+    (the ones compiled from the request), under the user's file name."""
+    frames = [
+        Frame(filename, tb.tb_lineno, _frame_name(tb))
+        for tb in _walk(error.__traceback__)
+        if tb.tb_frame.f_code.co_filename.startswith("<remote body ")
+    ]
+    if isinstance(error, PolicyError) and error.lineno:
+        frames = [Frame(filename, error.lineno, "<module>")]
+    rule = error.rule if isinstance(error, PolicyError) else None
+    kind = type(error)
+    return Failure(kind.__name__, kind.__module__, str(error), frames, rule)
+
+
+def fingerprint(model: NNsight) -> tuple:
+    """What must not change across a request: every module's identity, mode, hooks and
+    attributes; every weight's identity, version counter and storage; the config."""
+    module = model._model
+    rows: list[Any] = [len(model._edits), _config_text(module)]
+    for name, sub in module.named_modules():
+        hooks = tuple(len(getattr(sub, h, ())) for h in _HOOKS)
+        rows.append((name, id(sub), sub.training, hooks, tuple(sub.__dict__)))
+        for key, tensor in itertools.chain(sub._parameters.items(), sub._buffers.items()):
+            state = None if tensor is None else (id(tensor), tensor._version, tensor.data_ptr())
+            rows.append((key, state))
+    globals_ = torch.nn.modules.module
+    rows.append((len(globals_._global_forward_hooks), len(globals_._global_forward_pre_hooks)))
+    rows.append((torch.get_default_dtype(), torch.is_grad_enabled()))
+    return tuple(rows)
+
+
+def _reset(model: NNsight) -> None:
+    """Drop what a request may leave that is not the model's own state: the weights'
+    gradients (a body's `loss.backward()` fills them) and persistent edits."""
+    for parameter in model._model.parameters():
+        parameter.grad = None
+    model.clear_edits()
+
+
+def _config_text(module: torch.nn.Module) -> str:
+    parts = []
+    for name in ("config", "generation_config"):
+        config = getattr(module, name, None)
+        if config is not None:
+            parts.append(config.to_json_string())
+    return "".join(parts)
+
+
+def _unpickle(payload: str, trusted: bool) -> dict[str, Any]:
+    """The cloudpickled variables of a request, on a `--trusted` server only."""
+    if not trusted:
+        raise PolicyError(
+            "this server is in safe mode and does not accept pickled values (functions, "
+            "classes): define helpers inside the trace body, or use a server started with "
+            "--trusted.",
+            rule="no pickled values",
+        )
+    import cloudpickle
+
+    values = cloudpickle.load(io.BytesIO(base64.b64decode(payload)))
+    if not isinstance(values, dict):
+        raise WireError("a request's payload must be a dict of variables")
+    return values
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    """`value` with its tensors moved to the model's device."""
+    if isinstance(value, torch.Tensor):
+        return value if value.device == device or value.device.type == "meta" else value.to(device)
+    if isinstance(value, list):
+        return [_to(v, device) for v in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_to(v, device) for v in value)
+    if type(value) is dict:
+        return {k: _to(v, device) for k, v in value.items()}
+    return value
+
+
+def _device(model: NNsight) -> torch.device:
+    parameter = next(model._model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _walk(tb: TracebackType | None) -> list[TracebackType]:
+    entries = []
+    while tb is not None:
+        entries.append(tb)
+        tb = tb.tb_next
+    return entries
+
+
+def _frame_name(tb: TracebackType) -> str:
+    name = tb.tb_frame.f_code.co_name
+    return "<module>" if name.startswith("<") else name
+
+
+def _path(name: str) -> str:
+    return f"model.{name}" if name else "model"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def is_allowed_module(value: object) -> bool:
+    """Whether a module may travel by name (see `MODULES`)."""
+    return isinstance(value, ModuleType) and value.__name__ in MODULES
+

@@ -1,0 +1,64 @@
+"""A server's `Failure` raised on the client as the exception the user would have had here.
+
+The exception gets the same type when it is a builtin exception or one of
+nnsight_lab's errors (anything else becomes a `RemoteError` naming the type),
+and a traceback that ends at the user's own line: the raise runs in code
+compiled under the user's file name at that line, so tracebacks, notebooks and
+debuggers show the line of the user's file or cell.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from .. import errors
+from ..errors import PolicyError, RemoteError
+from .schema import Failure
+
+
+def exception_of(failure: Failure, request_id: str | None = None) -> BaseException:
+    """The exception that `failure` describes (not raised)."""
+    kind = _known_type(failure)
+    if kind is PolicyError:
+        line = failure.frames[-1] if failure.frames else None
+        return PolicyError(
+            failure.message,
+            filename=line.filename if line else "",
+            lineno=line.lineno if line else 0,
+            rule=failure.rule or "",
+        )
+    if kind is None or issubclass(kind, RemoteError):
+        error = RemoteError(f"{failure.type}: {failure.message}", request_id)
+        return error
+    try:
+        return kind(failure.message)
+    except Exception:  # a type whose constructor wants other arguments
+        return RemoteError(f"{failure.type}: {failure.message}", request_id)
+
+
+def raise_failure(failure: Failure, request_id: str | None = None) -> None:
+    """Raise `failure` with a traceback at the user's line (its innermost frame)."""
+    error = exception_of(failure, request_id)
+    if not failure.frames:
+        raise error
+    frame = failure.frames[-1]
+    padding = "\n" * (max(frame.lineno, 1) - 1)
+    code = compile(padding + "raise __nnsight_remote_error__", frame.filename, "exec")
+    try:
+        exec(code, {"__nnsight_remote_error__": error})
+    except BaseException as raised:
+        raised.__traceback__ = raised.__traceback__.tb_next if raised.__traceback__ else None
+        raise raised from None
+
+
+def _known_type(failure: Failure) -> type[BaseException] | None:
+    """The class named by the failure, among builtins and nnsight_lab's errors only."""
+    if failure.module == "builtins":
+        kind = getattr(builtins, failure.type, None)
+    elif failure.module == "nnsight_lab.errors":
+        kind = getattr(errors, failure.type, None)
+    else:
+        return None
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        return kind
+    return None
