@@ -31,7 +31,9 @@ class ApiConfig:
     """
 
     KEY: str | None = field(
-        default_factory=lambda: os.environ.get("NNSIGHT_LAB_API_KEY") or os.environ.get("NDIF_API_KEY")
+        default_factory=lambda: (
+            os.environ.get("NNSIGHT_LAB_API_KEY") or os.environ.get("NDIF_API_KEY")
+        )
     )
     HOST: str | None = field(default_factory=lambda: os.environ.get("NNSIGHT_LAB_HOST"))
 

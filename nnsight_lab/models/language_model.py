@@ -22,8 +22,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from ..engine.tracer import Tracer
 from ..errors import TracingError
-from .generation import Generator, StepStreamer
 from . import servers
+from .generation import Generator, StepStreamer
 from .nnsight import NNsight
 
 _SHARED_KWARGS = ("trust_remote_code", "revision", "token", "cache_dir", "local_files_only")
@@ -75,7 +75,9 @@ class LanguageModel(NNsight):
         super().__init__(module)
         object.__setattr__(self, "tokenizer", _ready(tokenizer))
         object.__setattr__(self, "_source", source)
-        object.__setattr__(self, "_model_name", source or getattr(module.config, "_name_or_path", ""))
+        object.__setattr__(
+            self, "_model_name", source or getattr(module.config, "_name_or_path", "")
+        )
         object.__setattr__(self, "_load_kwargs", kwargs)
         if dispatch:
             self.dispatch()

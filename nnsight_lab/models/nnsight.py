@@ -90,8 +90,9 @@ class NNsight(Envoy):
         """
         backend: Backend = SCAN
         if remote:
-            options = {k: kwargs.pop(k) for k in ("blocking", "timeout") if k in kwargs}
-            backend = servers.remote_backend(remote, {**options, "scan": True})
+            options: dict[str, Any] = {"scan": True}
+            options.update((k, kwargs.pop(k)) for k in ("blocking", "timeout") if k in kwargs)
+            backend = servers.remote_backend(remote, options)
         return Tracer(self, *inputs, backend=backend, **kwargs)
 
     def session(

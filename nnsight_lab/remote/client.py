@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from base64 import b64decode
 from dataclasses import dataclass
@@ -47,6 +48,14 @@ class ServerInfo:
 
 
 _checked: dict[str, ServerInfo] = {}
+_local = threading.local()  # one HTTP session (kept-alive connections) per thread and host
+
+
+def _session(host: str) -> requests.Session:
+    sessions = _local.__dict__.setdefault("sessions", {})
+    if host not in sessions:
+        sessions[host] = requests.Session()
+    return sessions[host]
 
 
 class Connection:
@@ -57,12 +66,12 @@ class Connection:
         if not host:
             raise TracingError(
                 "remote=True needs a model server, and none is configured: set "
-                "nnsight_lab.CONFIG.API.HOST (or NNSIGHT_LAB_HOST), pass remote=\"http://host:port\", "
+                'nnsight_lab.CONFIG.API.HOST (or NNSIGHT_LAB_HOST), pass remote="http://host:port", '
                 "or drop remote=True to run locally."
             )
         self.host = host.rstrip("/")
         self.key = key or CONFIG.API.KEY
-        self.http = requests.Session()
+        self.http = _session(self.host)
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         """One HTTP call; errors of the server become `RemoteError` with its message."""

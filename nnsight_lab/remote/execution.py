@@ -33,7 +33,7 @@ import torch
 from ..engine.envoy import Envoy
 from ..errors import PolicyError, RemoteError, WireError
 from ..models.nnsight import NNsight
-from ..tracing.source import compile_statements
+from ..tracing.source import Body, compile_statements
 from . import wire
 from .schema import Failure, Frame, Kind, Request
 
@@ -49,6 +49,8 @@ _HOOKS = (
     "_load_state_dict_pre_hooks",
 )
 _counter = itertools.count()
+_KEEP = 64
+_bodies: dict[tuple[str, int, str | None], Body] = {}
 
 
 @dataclass(frozen=True)
@@ -100,11 +102,14 @@ def run(request: Request, model: NNsight, result_path: Path, *, trusted: bool) -
     Never raises for what the body does: its errors come back as `Outcome.failure`.
     """
     before = fingerprint(model)
-    failure, size = None, 0
+    failure, size, tainted = None, 0, False
     try:
-        saved = execute(request, model, trusted=trusted)
-        _reset(model)
-        if fingerprint(model) != before:
+        try:
+            saved = execute(request, model, trusted=trusted)
+        finally:
+            _reset(model)
+            tainted = fingerprint(model) != before
+        if tainted:
             raise RemoteError(
                 "the body changed the model (a weight, a hook, a module's mode or the config); "
                 "a trace may change activations, never the model itself. Nothing was kept, "
@@ -113,9 +118,7 @@ def run(request: Request, model: NNsight, result_path: Path, *, trusted: bool) -
         size = wire.write_result(result_path, saved)
     except Exception as error:
         failure = failure_of(error, request.filename)
-    finally:
-        _reset(model)
-    return Outcome(failure=failure, tainted=fingerprint(model) != before, size=size)
+    return Outcome(failure=failure, tainted=tainted, size=size)
 
 
 def execute(request: Request, model: NNsight, *, trusted: bool) -> dict[str, Any]:
@@ -135,12 +138,7 @@ def execute(request: Request, model: NNsight, *, trusted: bool) -> dict[str, Any
         scope[request.target] = context
     context.inputs = tuple(value(v) for v in request.inputs)
     context.kwargs = {k: value(v) for k, v in request.kwargs.items()}
-    filename = f"<remote body {next(_counter)}>"
-    try:
-        body = _compile(request, filename)
-        return context.execute(body, scope, {"__name__": "__remote__"})
-    finally:
-        linecache.cache.pop(filename, None)
+    return context.execute(_compiled(request), scope, {"__name__": "__remote__"})
 
 
 def _open(model: NNsight, request: Request) -> Any:
@@ -156,19 +154,33 @@ def _open(model: NNsight, request: Request) -> Any:
     return model.trace()
 
 
-def _compile(request: Request, filename: str) -> Any:
-    """The body compiled under `filename`, its lines numbered as in the user's file."""
+def _compiled(request: Request) -> Body:
+    """The body compiled under a file name of its own, its lines numbered as in the user's
+    file; the source stays in `linecache` (a session's traces read their bodies there)
+    while the body is among the last `_KEEP` compiled, which are reused."""
+    key = (request.source, request.line, request.target)
+    body = _bodies.pop(key, None)
+    if body is None:
+        body = _compile(request, f"<remote body {next(_counter)}>")
+        if len(_bodies) >= _KEEP:
+            linecache.cache.pop(_bodies.pop(next(iter(_bodies))).filename, None)
+    _bodies[key] = body  # the newest last
+    return body
+
+
+def _compile(request: Request, filename: str) -> Body:
     if request.line < 1 or request.line > 10_000_000:
         raise WireError(f"a body's line must be between 1 and 10,000,000, got {request.line}")
     lines = ["\n"] * (request.line - 1) + request.source.splitlines(keepends=True)
     text = "".join(lines)
-    linecache.cache[filename] = (len(text), None, lines, filename)
     tree = ast.parse(text, filename)
     if not tree.body:
         raise RemoteError("the request's body has no statements to run")
-    return compile_statements(
+    body = compile_statements(
         tree.body, filename, max(request.line - 1, 1), lines, target=request.target
     )
+    linecache.cache[filename] = (len(text), None, lines, filename)
+    return body
 
 
 def _resolver(model: NNsight, context: Any) -> wire.Resolve:
@@ -219,7 +231,7 @@ def fingerprint(model: NNsight) -> tuple:
     """What must not change across a request: every module's identity, mode, hooks and
     attributes; every weight's identity, version counter and storage; the config."""
     module = model._model
-    rows: list[Any] = [len(model._edits), _config_text(module)]
+    rows: list[Any] = [len(model._edits), *_configs(module)]
     for name, sub in module.named_modules():
         hooks = tuple(len(getattr(sub, h, ())) for h in _HOOKS)
         rows.append((name, id(sub), sub.training, hooks, tuple(sub.__dict__)))
@@ -240,13 +252,10 @@ def _reset(model: NNsight) -> None:
     model.clear_edits()
 
 
-def _config_text(module: torch.nn.Module) -> str:
-    parts = []
-    for name in ("config", "generation_config"):
-        config = getattr(module, name, None)
-        if config is not None:
-            parts.append(config.to_json_string())
-    return "".join(parts)
+def _configs(module: torch.nn.Module) -> list[dict[str, Any]]:
+    """The model's config and generation config, as shallow copies of their fields."""
+    configs = (getattr(module, name, None) for name in ("config", "generation_config"))
+    return [dict(vars(config)) for config in configs if config is not None]
 
 
 def _unpickle(payload: str, trusted: bool) -> dict[str, Any]:
@@ -308,4 +317,3 @@ def _b64(data: bytes) -> str:
 def is_allowed_module(value: object) -> bool:
     """Whether a module may travel by name (see `MODULES`)."""
     return isinstance(value, ModuleType) and value.__name__ in MODULES
-

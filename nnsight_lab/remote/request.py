@@ -67,8 +67,12 @@ def build(context: Tracer | Session, kind: Kind, *, trusted: bool) -> Request:
     ref = _references(model)
     tensors: dict[str, torch.Tensor] = {}
     values, pickled = _values(body.reads, scope, tensors, ref, trusted)
-    inputs = [wire.encode(v, tensors, where=f"input {i}", ref=ref) for i, v in enumerate(context.inputs)]
-    kwargs = {k: wire.encode(v, tensors, where=f"`{k}=`", ref=ref) for k, v in context.kwargs.items()}
+    inputs = [
+        wire.encode(v, tensors, where=f"input {i}", ref=ref) for i, v in enumerate(context.inputs)
+    ]
+    kwargs = {
+        k: wire.encode(v, tensors, where=f"`{k}=`", ref=ref) for k, v in context.kwargs.items()
+    }
     return Request(
         version=WIRE_VERSION,
         model=model_name(model),
@@ -97,6 +101,8 @@ def _values(
     values: dict[str, Any] = {}
     pickled: dict[str, Any] = {}
     for name in names:
+        if name.startswith("__"):
+            continue  # the interpreter's own (`__builtins__`): the server's policy answers it
         if name in caller_locals:
             value = caller_locals[name]
         elif name in caller_globals:

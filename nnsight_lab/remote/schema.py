@@ -20,7 +20,7 @@ WIRE_VERSION = "nnsight_lab/1"  # bumped when a record changes shape
 API_KEY_HEADER = "X-API-Key"
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     """What the body runs in on the server."""
 
     TRACE = "trace"  # model.trace(...)
@@ -29,7 +29,7 @@ class Kind(str, enum.Enum):
     SESSION = "session"  # model.session(): a body holding several traces
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     """Where a request stands; `COMPLETED`, `ERROR` and `CANCELLED` are final."""
 
     RECEIVED = "received"

@@ -18,6 +18,7 @@ import ast
 import functools
 import linecache
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
 from types import CodeType, FrameType
@@ -61,6 +62,9 @@ class Body:
 
 
 _cache: dict[tuple[CodeType, int], Body] = {}
+# One compile at a time: CPython 3.11's ast module can fail ("AST constructor recursion
+# depth mismatch") when threads build trees at once, as 16 client threads tracing do.
+_compiling = threading.RLock()
 
 
 def body_of_with(frame: FrameType) -> Body:
@@ -72,10 +76,13 @@ def body_of_with(frame: FrameType) -> Body:
     key = (frame.f_code, frame.f_lineno)
     body = _cache.get(key)
     if body is None:
-        body = _compile_body(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
-        if len(_cache) > 4096:
-            _cache.clear()
-        _cache[key] = body
+        with _compiling:
+            body = _cache.get(key) or _compile_body(
+                frame.f_code.co_filename, frame.f_lineno, frame.f_globals
+            )
+            if len(_cache) > 4096:
+                _cache.clear()
+            _cache[key] = body
     return body
 
 

@@ -208,3 +208,35 @@ def test_sixteen_concurrent_clients_each_get_their_own_result(remote, llm):
         with llm.trace(prompt):
             here = llm.lm_head.output[:, -1].save()
         assert torch.equal(results[i], here)
+
+
+def test_the_magic_with_remote_gives_the_values_of_a_local_cell(remote, llm):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    shell = InteractiveShell.instance()
+    assert shell.run_cell("%load_ext nnsight_lab").success
+    shell.user_ns.update(remote_llm=remote, llm=llm, prompt=PROMPT)
+    cell = "hs = {m}.transformer.h[1].output.save()\nlogits = {m}.lm_head.output.save()\n"
+    try:
+        with capture_output():
+            there = shell.run_cell(
+                f"%%trace remote_llm prompt remote\n{cell.format(m='remote_llm')}"
+            )
+            assert there.success, there.error_in_exec
+            values = shell.user_ns.pop("hs"), shell.user_ns.pop("logits")
+            here = shell.run_cell(f"%%trace llm prompt\n{cell.format(m='llm')}")
+            assert here.success, here.error_in_exec
+            failed = shell.run_cell(
+                "%%trace remote_llm prompt remote\nx = 1\nremote_llm.lm_head.output[0, 99]\n"
+            )
+        assert torch.equal(values[0], shell.user_ns["hs"])
+        assert torch.equal(values[1], shell.user_ns["logits"])
+        assert isinstance(failed.error_in_exec, IndexError)
+        last = failed.error_in_exec.__traceback__
+        while last.tb_next is not None:
+            last = last.tb_next
+        assert last.tb_lineno == 3 and last.tb_frame.f_code.co_filename.startswith("<ipython-input")
+    finally:
+        for name in ("remote_llm", "llm", "prompt", "hs", "logits", "x"):
+            shell.user_ns.pop(name, None)

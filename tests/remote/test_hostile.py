@@ -1,0 +1,98 @@
+"""Hostile bodies sent with a valid key: each is refused, or stopped, with nothing of it
+run or leaked (a sentinel file is never made), and the server goes on serving; after a
+body that tried to change the model, another user's clean trace equals a fresh local one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import nnsight_lab as nnsight
+from nnsight_lab import CONFIG, LanguageModel
+
+PROMPT = "The Eiffel Tower is in the city of"
+
+REFUSED = {
+    "import": "import os\nos.system('touch {s}')",
+    "from import": "from os import system\nsystem('touch {s}')",
+    "__import__": "__import__('os').system('touch {s}')",
+    "subclasses walk": "x = ().__class__.__bases__[0].__subclasses__()",
+    "open": "open('{s}', 'w').write('x')",
+    "eval": "eval(\"open('{s}', 'w')\")",
+    "exec": "exec(\"open('{s}', 'w')\")",
+    "getattr on builtins": "getattr(__builtins__, 'open')('{s}', 'w')",
+    "private model": "state = llm._model.state_dict()",
+    "globals of a function": "f = lambda: 0\ng = f.__globals__",
+    "weight write": "llm.lm_head.weight[:] = 0",
+    "weight in place": "llm.lm_head.weight.mul_(0)",
+    "torch.save": "torch.save(llm.lm_head.output, '{s}')",
+    "save_pretrained": "llm.tokenizer.save_pretrained('{s}')",
+    "format walk": "t = '{{0.__class__}}'.format(1)",
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(start_server):
+    """A server with a short request timeout, and the client's model of it."""
+    served = start_server("--request-timeout", "8", "--max-queued-per-key", "64")
+    before = CONFIG.API.HOST, CONFIG.API.KEY
+    CONFIG.API.HOST, CONFIG.API.KEY = served.url, served.key
+    try:
+        yield LanguageModel(served.model)
+    finally:
+        CONFIG.API.HOST, CONFIG.API.KEY = before
+
+
+def run_body(model: LanguageModel, body: str, path: Path) -> None:
+    """Run `body` remotely as the body of a trace written in a file of its own."""
+    lines = "".join(f"        {line}\n" for line in body.splitlines())
+    path.write_text(f"def go(llm, torch):\n    with llm.trace('Hello', remote=True):\n{lines}")
+    namespace: dict = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    namespace["go"](model, torch)
+
+
+def clean_trace_equals_local(model: LanguageModel, llm) -> None:
+    with model.trace(PROMPT, remote=True):
+        logits = model.lm_head.output.save()
+    with llm.trace(PROMPT):
+        here = llm.lm_head.output.save()
+    assert torch.equal(logits, here)
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_refused_with_nothing_run(hostile, name, tmp_path):
+    sentinel = tmp_path / "sentinel"
+    body = REFUSED[name].format(s=sentinel)
+    with pytest.raises(nnsight.PolicyError) as info:
+        run_body(hostile, body, tmp_path / "body.py")
+    assert info.value.rule and info.value.lineno >= 3
+    assert str(tmp_path / "body.py") in str(info.value)
+    assert not sentinel.exists()
+
+
+def test_an_endless_loop_is_stopped_and_the_server_goes_on(hostile, llm, tmp_path):
+    with pytest.raises(nnsight.RemoteError, match="timed out"):
+        run_body(hostile, "while True:\n    pass", tmp_path / "loop.py")
+    clean_trace_equals_local(hostile, llm)
+
+
+def test_a_huge_allocation_fails_alone(hostile, llm, tmp_path):
+    with pytest.raises((RuntimeError, nnsight.RemoteError, MemoryError)):
+        run_body(hostile, "x = torch.zeros(10**12).save()", tmp_path / "huge.py")
+    clean_trace_equals_local(hostile, llm)
+
+
+def test_a_weight_changed_through_an_alias_is_caught_and_undone(hostile, llm, tmp_path):
+    body = "w = llm.lm_head.weight\nwith torch.no_grad():\n    w.mul_(0)\nout = llm.lm_head.output.save()"
+    with pytest.raises(nnsight.RemoteError, match="changed the model"):
+        run_body(hostile, body, tmp_path / "alias.py")
+    clean_trace_equals_local(hostile, llm)  # the next user gets the model as it was
+
+
+def test_an_edit_made_in_a_body_does_not_reach_the_next_request(hostile, llm, tmp_path):
+    body = "llm.transformer.h[0].output[:] = 0\nout = llm.lm_head.output.save()"
+    run_body(hostile, body, tmp_path / "edit.py")
+    clean_trace_equals_local(hostile, llm)
