@@ -3,7 +3,7 @@
 `RemoteBackend` is a backend like the local one (it takes the finished tracer
 and returns the saved values): it builds the request (`request.build`), submits
 it, follows its status stream while showing one status line, then streams the
-result back (`wire.read_result`) or raises the body's error at the user's line.
+result back (`results.read_result`) or raises the body's error at the user's line.
 The server's version and mode are checked once per host. `remote="local"` is a
 dry run: the exact request is serialized, checked by the server's policy and
 run here through the server's own execution path (`execution.run`).
@@ -26,7 +26,7 @@ import requests
 
 from ..config import CONFIG
 from ..errors import PolicyError, RemoteError, TracingError
-from . import execution, policy, request, wire
+from . import execution, policy, request, results
 from .failures import raise_failure
 from .progress import StatusLine
 from .schema import API_KEY_HEADER, WIRE_VERSION, Request, Status
@@ -126,7 +126,7 @@ class Connection:
     def result(self, request_id: str) -> dict[str, Any]:
         response = self.call("GET", f"/v1/requests/{request_id}/result", stream=True)
         with response:
-            return wire.read_result(response.raw)
+            return results.read_result(response.raw)
 
 
 class RemoteBackend:
@@ -232,7 +232,7 @@ def dry_run(body: Request, model: Any) -> dict[str, Any]:
         if outcome.failure is not None:
             raise_failure(outcome.failure)
         with open(path, "rb") as file:
-            return wire.read_result(file)
+            return results.read_result(file)
 
 
 def model_folder(name: str) -> str | None:

@@ -34,7 +34,7 @@ from ..engine.envoy import Envoy
 from ..errors import PolicyError, RemoteError, WireError
 from ..models.nnsight import NNsight
 from ..tracing.source import Body, compile_statements
-from . import wire
+from . import results, wire
 from .schema import Failure, Frame, Kind, Request
 
 MODULES = ("torch", "torch.nn", "torch.nn.functional", "math", "nnsight_lab")
@@ -115,7 +115,7 @@ def run(request: Request, model: NNsight, result_path: Path, *, trusted: bool) -
                 "a trace may change activations, never the model itself. Nothing was kept, "
                 "and the server reloads the model."
             )
-        size = wire.write_result(result_path, saved)
+        size = results.write_result(result_path, saved)
     except Exception as error:
         failure = failure_of(error, request.filename)
     return Outcome(failure=failure, tainted=tainted, size=size)

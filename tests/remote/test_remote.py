@@ -240,3 +240,23 @@ def test_the_magic_with_remote_gives_the_values_of_a_local_cell(remote, llm):
     finally:
         for name in ("remote_llm", "llm", "prompt", "hs", "logits", "x"):
             shell.user_ns.pop(name, None)
+
+
+def test_a_trusted_server_takes_functions_from_the_notebook(start_server, llm):
+    served = start_server("--trusted")
+
+    def double(x):
+        return x * 2
+
+    before = CONFIG.API.HOST, CONFIG.API.KEY
+    CONFIG.API.HOST, CONFIG.API.KEY = served.url, served.key
+    try:
+        model = LanguageModel(served.model)
+        assert nnsight.status()["mode"] == "trusted"  # the client can tell a trusted server
+        with model.trace(PROMPT, remote=True):
+            out = double(model.lm_head.output).save()
+    finally:
+        CONFIG.API.HOST, CONFIG.API.KEY = before
+    with llm.trace(PROMPT):
+        here = llm.lm_head.output.save()
+    assert torch.equal(out, here * 2)

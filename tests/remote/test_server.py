@@ -21,7 +21,7 @@ import requests
 import torch
 
 import nnsight_lab
-from nnsight_lab.remote import wire
+from nnsight_lab.remote import results
 from nnsight_lab.remote.schema import WIRE_VERSION, Kind, Request, State, Status
 
 TIMEOUT = 5
@@ -100,7 +100,7 @@ def run_normal(server, label: str = "alice") -> dict[str, Any]:
     assert result.headers["content-type"] == "application/octet-stream"
     assert int(result.headers["content-length"]) == len(result.content)
     assert requests.get(url, headers=server.headers(label)).status_code == 410  # sent once
-    return wire.read_result(io.BytesIO(result.content))
+    return results.read_result(io.BytesIO(result.content))
 
 
 def workers(server) -> list[int]:

@@ -20,7 +20,7 @@ from safetensors import safe_open
 
 from nnsight_lab.engine.cache import Cache
 from nnsight_lab.errors import WireError
-from nnsight_lab.remote import wire
+from nnsight_lab.remote import results, wire
 from nnsight_lab.remote.schema import WIRE_VERSION
 
 
@@ -172,7 +172,7 @@ def test_two_tensors_over_one_storage_can_be_packed(tmp_path):
     got, _, tensors = round_trip([x, x.view(10), x.detach()])
     assert len(tensors) == 3  # safetensors refuses shared storage; we make copies
     assert_same(got, [x, x.view(10), x])
-    wire.write_result(tmp_path / "r", {"a": x, "b": x.view(10)})
+    results.write_result(tmp_path / "r", {"a": x, "b": x.view(10)})
 
 
 def test_keys_are_fresh_across_encodes_into_one_dict():
@@ -248,9 +248,9 @@ def test_a_gpt2_output_and_its_kv_cache_round_trip(gpt2_output):
 
 
 def test_a_gpt2_output_round_trips_through_a_result_file(gpt2_output, tmp_path):
-    wire.write_result(tmp_path / "r", {"out": gpt2_output})
+    results.write_result(tmp_path / "r", {"out": gpt2_output})
     with open(tmp_path / "r", "rb") as f:
-        _assert_same_output(wire.read_result(f)["out"], gpt2_output)
+        _assert_same_output(results.read_result(f)["out"], gpt2_output)
 
 
 def test_a_model_output_of_a_class_not_in_modeling_outputs_decodes_as_a_dict():
@@ -517,10 +517,10 @@ def saved():
 
 def test_a_result_file_round_trips_and_is_plain_safetensors(saved, tmp_path):
     path = tmp_path / "result.safetensors"
-    size = wire.write_result(path, saved)
+    size = results.write_result(path, saved)
     assert size == path.stat().st_size
     with open(path, "rb") as f:
-        got = wire.read_result(f)
+        got = results.read_result(f)
     assert_same(got, saved)
     assert got["hidden"] is got["same"]
     with safe_open(str(path), "pt") as f:
@@ -546,12 +546,12 @@ class ShortReads(io.RawIOBase):
 
 
 def test_a_result_reads_from_a_stream_of_short_reads(saved, tmp_path):
-    wire.write_result(tmp_path / "r", saved)
+    results.write_result(tmp_path / "r", saved)
     data = (tmp_path / "r").read_bytes()
     raw = ShortReads(data)
-    assert_same(wire.read_result(raw), saved)
+    assert_same(results.read_result(raw), saved)
     assert raw.calls > len(data) // 1000
-    assert_same(wire.read_result(io.BufferedReader(ShortReads(data))), saved)
+    assert_same(results.read_result(io.BufferedReader(ShortReads(data))), saved)
 
 
 class Strict(io.RawIOBase):
@@ -578,11 +578,11 @@ class Strict(io.RawIOBase):
 
 def test_a_result_is_read_straight_into_its_tensors(tmp_path):
     big = torch.randn(1024, 1024)  # 4 MB
-    wire.write_result(tmp_path / "r", {"big": big, "small": torch.arange(3)})
+    results.write_result(tmp_path / "r", {"big": big, "small": torch.arange(3)})
     stream = Strict((tmp_path / "r").read_bytes())
     tracemalloc.start()
     try:
-        got = wire.read_result(stream)
+        got = results.read_result(stream)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -593,7 +593,7 @@ def test_a_result_is_read_straight_into_its_tensors(tmp_path):
 
 
 def test_a_stream_without_readinto_is_read_in_bounded_reads(saved, tmp_path):
-    wire.write_result(tmp_path / "r", saved)
+    results.write_result(tmp_path / "r", saved)
     source = io.BytesIO((tmp_path / "r").read_bytes())
 
     class ReadOnly:
@@ -601,7 +601,7 @@ def test_a_stream_without_readinto_is_read_in_bounded_reads(saved, tmp_path):
             assert size >= 0
             return source.read(min(size, 777))
 
-    assert_same(wire.read_result(ReadOnly()), saved)  # type: ignore[arg-type]
+    assert_same(results.read_result(ReadOnly()), saved)  # type: ignore[arg-type]
 
 
 def _file(header: dict[str, Any], data: bytes, saved: dict[str, Any] | None = None) -> bytes:
@@ -619,14 +619,14 @@ def test_gaps_between_tensors_are_skipped():
     a, b = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])
     data = a.numpy().tobytes() + b"\xee" * 8 + b.numpy().tobytes()
     saved = {"b": {"$tensor": "b"}, "a": {"$tensor": "a"}}
-    got = wire.read_result(
+    got = results.read_result(
         io.BytesIO(_file({"b": _f32(16, 24, [2]), "a": _f32(0, 8, [2])}, data, saved))
     )
     assert_same(got, {"b": b, "a": a})
 
 
 def _valid(tmp_path: Any) -> bytes:
-    wire.write_result(tmp_path / "r", {"x": torch.randn(10), "y": [1, torch.ones(2)]})
+    results.write_result(tmp_path / "r", {"x": torch.randn(10), "y": [1, torch.ones(2)]})
     return (tmp_path / "r").read_bytes()
 
 
@@ -679,15 +679,15 @@ def _metadata(text: str) -> bytes:
 def test_malformed_result_files_raise_wire_error(tmp_path):
     for name, data in _bad_files(_valid(tmp_path)).items():
         with pytest.raises(WireError):
-            wire.read_result(io.BytesIO(data))
+            results.read_result(io.BytesIO(data))
             pytest.fail(f"read a file with {name}")
 
 
 def test_a_result_over_max_bytes_is_refused(tmp_path):
     valid = _valid(tmp_path)
-    assert set(wire.read_result(io.BytesIO(valid), max_bytes=len(valid))) == {"x", "y"}
+    assert set(results.read_result(io.BytesIO(valid), max_bytes=len(valid))) == {"x", "y"}
     with pytest.raises(WireError, match="limit"):
-        wire.read_result(io.BytesIO(valid), max_bytes=len(valid) - 1)
+        results.read_result(io.BytesIO(valid), max_bytes=len(valid) - 1)
 
 
 def test_random_byte_flips_in_a_result_header_raise_only_wire_error(tmp_path):
@@ -699,6 +699,6 @@ def test_random_byte_flips_in_a_result_header_raise_only_wire_error(tmp_path):
         for _ in range(rng.randrange(1, 4)):
             data[rng.randrange(8 + n)] = rng.randrange(256)
         try:
-            wire.read_result(io.BytesIO(bytes(data)), max_bytes=10**6)
+            results.read_result(io.BytesIO(bytes(data)), max_bytes=10**6)
         except WireError:
             pass
