@@ -21,7 +21,7 @@ from .errors import (
     TracingError,
     WireError,
 )
-from .models import LanguageModel, NNsight
+from .models import LanguageModel, NNsight, demo_model
 from .remote import login, status, whoami
 from .tracing import save
 
@@ -38,6 +38,7 @@ __all__ = [
     "TraceSourceError",
     "TracingError",
     "WireError",
+    "demo_model",
     "login",
     "save",
     "status",

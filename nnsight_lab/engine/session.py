@@ -11,12 +11,10 @@ travel.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ..tracing import Body, Namespace, SavingContext
 from ..tracing.context import active
-from ..tracing.frames import release_locals, write_names
 from .backends import HELPERS
 
 if TYPE_CHECKING:
@@ -42,12 +40,6 @@ class Session(SavingContext):
         self.scope: tuple[dict, dict] | None = None
         self.inputs: tuple = ()
         self.kwargs: dict[str, Any] = {}
-
-    def run(self, body: Body, frame: FrameType) -> None:
-        try:
-            write_names(frame, self.execute(body, frame.f_locals, frame.f_globals))
-        finally:
-            release_locals(frame)
 
     def execute(self, body: Body, caller_locals: dict, caller_globals: dict) -> dict[str, Any]:
         """Run `body` reading the caller's variables; returns what it saved, by name."""

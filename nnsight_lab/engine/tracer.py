@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import TracingError
 from ..tracing import Body, CapturingContext, Layer, Namespace, SavingContext
-from ..tracing.frames import release_locals, write_names
 from .backends import LOCAL, Invoke, start_cache
 from .cache import Cache
 from .iteration import Iteration, Steps
@@ -116,12 +115,6 @@ class Tracer(SavingContext):
         else:
             start_cache(mediator.interleaver, cache)
         return cache
-
-    def run(self, body: Body, frame: FrameType) -> None:
-        try:
-            write_names(frame, self.execute(body, frame.f_locals, frame.f_globals))
-        finally:
-            release_locals(frame)
 
     def execute(self, body: Body, caller_locals: dict, caller_globals: dict) -> dict[str, Any]:
         """Run `body` as this trace's body, reading the caller's variables from the two

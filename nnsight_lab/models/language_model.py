@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -27,6 +27,9 @@ from .generation import Generator, StepStreamer
 from .nnsight import NNsight
 
 _SHARED_KWARGS = ("trust_remote_code", "revision", "token", "cache_dir", "local_files_only")
+
+aliases: dict[str, Callable[[], str]] = {}
+"""Short model names that give a local folder (`demo_model` adds "smollm2-135m")."""
 
 
 class LanguageModel(NNsight):
@@ -58,14 +61,15 @@ class LanguageModel(NNsight):
     ) -> None:
         shared = {k: kwargs[k] for k in _SHARED_KWARGS if k in kwargs}
         if isinstance(model, nn.Module):
-            module, source = model, None
+            module, source, name = model, None, None
             if tokenizer is None:
                 name = getattr(getattr(model, "config", None), "_name_or_path", None)
                 if not name:
                     raise TypeError("LanguageModel(model_instance) needs tokenizer=...")
                 tokenizer = AutoTokenizer.from_pretrained(name, **shared)
         else:
-            source = os.fspath(model)
+            name = os.fspath(model)  # an alias stays the model's name (for servers)
+            source = aliases[name]() if name in aliases else name
             # A name that is not a folder here may be a model of the configured server,
             # which gives its config and tokenizer (no hub, no weights); else the hub.
             files = source if os.path.isdir(source) else servers.resolve(source) or source
@@ -76,7 +80,7 @@ class LanguageModel(NNsight):
         object.__setattr__(self, "tokenizer", _ready(tokenizer))
         object.__setattr__(self, "_source", source)
         object.__setattr__(
-            self, "_model_name", source or getattr(module.config, "_name_or_path", "")
+            self, "_model_name", name or getattr(module.config, "_name_or_path", "")
         )
         object.__setattr__(self, "_load_kwargs", kwargs)
         if dispatch:

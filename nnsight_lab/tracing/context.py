@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import CONFIG
 from ..errors import TracingError
-from .frames import BodySkipper, SkipBody, forget_skip
+from .frames import BodySkipper, SkipBody, forget_skip, release_locals, write_names
 from .source import Body, body_of_with
 from .tracebacks import user_frames
 
@@ -77,6 +77,17 @@ class SavingContext(CapturingContext):
     def save(self, value: Any) -> Any:
         """Mark `value` to be kept after the trace (and after enclosing traces); returns it."""
         return save(value)
+
+    def run(self, body: Body, frame: FrameType) -> None:
+        try:
+            write_names(frame, self.execute(body, frame.f_locals, frame.f_globals))
+        finally:
+            release_locals(frame)
+
+    def execute(self, body: Body, caller_locals: dict, caller_globals: dict) -> dict[str, Any]:
+        """Run `body` reading the caller's variables from the two dicts; returns the values
+        it saved, by name (which `run` makes the caller's variables)."""
+        raise NotImplementedError
 
     def activate(self) -> None:
         _active.append(self)

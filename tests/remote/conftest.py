@@ -9,6 +9,7 @@ server for the client's tests, with room for many requests per key.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -106,6 +107,25 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+
+
+@contextlib.contextmanager
+def _client_of(served: Served) -> Iterator[None]:
+    """`CONFIG.API` pointed at `served` (its URL and alice's key) for the block."""
+    from nnsight_lab import CONFIG
+
+    before = CONFIG.API.HOST, CONFIG.API.KEY
+    CONFIG.API.HOST, CONFIG.API.KEY = served.url, served.key
+    try:
+        yield
+    finally:
+        CONFIG.API.HOST, CONFIG.API.KEY = before
+
+
+@pytest.fixture(scope="session")
+def client_of() -> Callable[[Served], contextlib.AbstractContextManager[None]]:
+    """`with client_of(served):` points `CONFIG.API` at `served` (URL, alice's key)."""
+    return _client_of
 
 
 @pytest.fixture(scope="session")

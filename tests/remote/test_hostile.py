@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import nnsight_lab as nnsight
-from nnsight_lab import CONFIG, LanguageModel
+from nnsight_lab import LanguageModel
 
 PROMPT = "The Eiffel Tower is in the city of"
 
@@ -34,15 +34,11 @@ REFUSED = {
 
 
 @pytest.fixture(scope="module")
-def hostile(start_server):
+def hostile(start_server, client_of):
     """A server with a short request timeout, and the client's model of it."""
     served = start_server("--request-timeout", "8", "--max-queued-per-key", "64")
-    before = CONFIG.API.HOST, CONFIG.API.KEY
-    CONFIG.API.HOST, CONFIG.API.KEY = served.url, served.key
-    try:
+    with client_of(served):
         yield LanguageModel(served.model)
-    finally:
-        CONFIG.API.HOST, CONFIG.API.KEY = before
 
 
 def run_body(model: LanguageModel, body: str, path: Path) -> None:

@@ -15,14 +15,10 @@ PROMPT = "The Eiffel Tower is in the city of"
 
 
 @pytest.fixture(scope="module")
-def remote(served):
+def remote(served, client_of):
     """The server's tiny GPT-2 as a client builds it from the server alone (meta weights)."""
-    before = CONFIG.API.HOST, CONFIG.API.KEY
-    CONFIG.API.HOST, CONFIG.API.KEY = served.url, served.key
-    try:
+    with client_of(served):
         yield LanguageModel(served.model)
-    finally:
-        CONFIG.API.HOST, CONFIG.API.KEY = before
 
 
 def test_the_client_builds_the_model_from_the_server_without_weights(remote, llm):
@@ -242,21 +238,31 @@ def test_the_magic_with_remote_gives_the_values_of_a_local_cell(remote, llm):
             shell.user_ns.pop(name, None)
 
 
-def test_a_trusted_server_takes_functions_from_the_notebook(start_server, llm):
+def test_a_trusted_server_takes_functions_from_the_notebook(start_server, client_of, llm):
     served = start_server("--trusted")
 
     def double(x):
         return x * 2
 
-    before = CONFIG.API.HOST, CONFIG.API.KEY
-    CONFIG.API.HOST, CONFIG.API.KEY = served.url, served.key
-    try:
+    with client_of(served):
         model = LanguageModel(served.model)
         assert nnsight.status()["mode"] == "trusted"  # the client can tell a trusted server
         with model.trace(PROMPT, remote=True):
             out = double(model.lm_head.output).save()
-    finally:
-        CONFIG.API.HOST, CONFIG.API.KEY = before
     with llm.trace(PROMPT):
         here = llm.lm_head.output.save()
     assert torch.equal(out, here * 2)
+
+
+def test_one_status_line_unless_remote_logging_is_off(remote, capsys):
+    with remote.trace(PROMPT, remote=True):
+        remote.lm_head.output.save()
+    shown = capsys.readouterr().err
+    assert "completed" in shown and shown.count("\n") == 1  # one line, rewritten in place
+    CONFIG.APP.REMOTE_LOGGING = False
+    try:
+        with remote.trace(PROMPT, remote=True):
+            remote.lm_head.output.save()
+    finally:
+        CONFIG.APP.REMOTE_LOGGING = True
+    assert capsys.readouterr().err == ""
