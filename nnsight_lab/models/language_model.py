@@ -75,13 +75,11 @@ class LanguageModel(NNsight):
             files = source if os.path.isdir(source) else servers.resolve(source) or source
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(files, **shared)
             module = _empty_model(files, kwargs, shared)
-        _add_generator(module)
+        add_generator(module)
         super().__init__(module)
         object.__setattr__(self, "tokenizer", _ready(tokenizer))
         object.__setattr__(self, "_source", source)
-        object.__setattr__(
-            self, "_model_name", name or getattr(module.config, "_name_or_path", "")
-        )
+        object.__setattr__(self, "_model_name", name or getattr(module.config, "_name_or_path", ""))
         object.__setattr__(self, "_load_kwargs", kwargs)
         if dispatch:
             self.dispatch()
@@ -97,7 +95,7 @@ class LanguageModel(NNsight):
             return
         loaded = AutoModelForCausalLM.from_pretrained(self._source, **self._load_kwargs)
         loaded.eval()
-        _add_generator(loaded)
+        add_generator(loaded)
         self._rebind(loaded)
         object.__setattr__(self, "_source", None)
 
@@ -182,7 +180,7 @@ class LanguageModel(NNsight):
         return "position_ids" in inspect.signature(self._module.forward).parameters
 
 
-def _add_generator(module: nn.Module) -> None:
+def add_generator(module: nn.Module) -> None:
     """Give the model its `generator` submodule (see `generation`), once."""
     if not isinstance(getattr(module, "generator", None), Generator):
         module.generator = Generator()

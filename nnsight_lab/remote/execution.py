@@ -32,6 +32,7 @@ import torch
 
 from ..engine.envoy import Envoy
 from ..errors import PolicyError, RemoteError, WireError
+from ..models.language_model import add_generator
 from ..models.nnsight import NNsight
 from ..tracing.source import Body, compile_statements
 from . import results, wire
@@ -85,6 +86,7 @@ def describe_spec(spec: str) -> dict[str, Any]:
     config = AutoConfig.from_pretrained(spec)
     with torch.device("meta"):
         module = AutoModelForCausalLM.from_config(config)
+    add_generator(module)  # the tree as a LanguageModel of it has it
     files: dict[str, str] = {"config.json": _b64(config.to_json_string().encode())}
     with tempfile.TemporaryDirectory() as folder:
         AutoTokenizer.from_pretrained(spec).save_pretrained(folder)

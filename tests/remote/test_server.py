@@ -8,6 +8,7 @@ can be reached quickly; one replica, so the queue is observable.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import json
 import os
@@ -128,14 +129,13 @@ def test_health_says_version_and_mode(server):
     assert "/v1/requests" in requests.get(server.url + "/openapi.json").json()["paths"]
 
 
-def test_models_are_listed_and_described(server, hf_gpt2):
+def test_models_are_listed_and_described(server, llm):
     headers = server.headers()
     listed = requests.get(server.url + "/v1/models", headers=headers).json()
     assert [m["name"] for m in listed] == ["tiny"] and listed[0]["replicas"] == 1
     described = requests.get(server.url + "/v1/models/tiny", headers=headers).json()
     assert described["name"] == "tiny" and "tokenizer.json" in described["files"]
-    paths = [f"model.{name}" if name else "model" for name, _ in hf_gpt2.named_modules()]
-    assert [row[0] for row in described["modules"]] == paths
+    assert [row[0] for row in described["modules"]] == [p for p, _ in llm.named_modules()]
     assert requests.get(server.url + "/v1/models/nope/x", headers=headers).status_code == 404
     rows = requests.get(server.url + "/v1/status", headers=headers).json()["models"]
     assert rows[0]["name"] == "tiny" and set(rows[0]) == {"name", "replicas", "busy", "queued"}
@@ -374,4 +374,6 @@ def test_the_queue_alone_cancels_a_request_waiting_for_its_replica_and_expires_r
         assert queue.get("second", "alice") is None and not path.exists()
         assert not (tmp_path / "first.result").exists()
 
-    asyncio.run(scenario())
+    # A thread of its own: an earlier test (Playwright's sync API) may leave a loop running here.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result()
