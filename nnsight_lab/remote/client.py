@@ -12,6 +12,7 @@ run here through the server's own execution path (`execution.run`).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -32,6 +33,7 @@ from .progress import StatusLine
 from .schema import API_KEY_HEADER, WIRE_VERSION, Request, Status
 
 _CONNECT_TIMEOUT = 10.0
+INLINE_BYTES = 1 << 20  # results up to this size come at the end of the status stream
 
 
 @dataclass(frozen=True)
@@ -115,13 +117,16 @@ class Connection:
         return Status.from_json(self.call("GET", f"/v1/requests/{request_id}").json())
 
     def events(self, request_id: str, timeout: float | None) -> Any:
-        """The request's statuses as the server streams them, until a final one."""
+        """The request's statuses as the server streams them, until a final one; then a
+        small result's bytes, if the server sent it inline."""
         read = (_CONNECT_TIMEOUT, timeout) if timeout else (_CONNECT_TIMEOUT, None)
-        response = self.call("GET", f"/v1/requests/{request_id}/events", stream=True, timeout=read)
+        path = f"/v1/requests/{request_id}/events?inline={INLINE_BYTES}"
+        response = self.call("GET", path, stream=True, timeout=read)
         with response:
             for line in response.iter_lines():
                 if line:
-                    yield Status.from_json(json.loads(line))
+                    data = json.loads(line)
+                    yield b64decode(data["result"]) if "result" in data else Status.from_json(data)
 
     def result(self, request_id: str) -> dict[str, Any]:
         response = self.call("GET", f"/v1/requests/{request_id}/result", stream=True)
@@ -150,6 +155,7 @@ class RemoteBackend:
         self.scan = scan
         self.request_id: str | None = None
         self.connection: Connection | None = None
+        self.inline: bytes | None = None  # a small result that came with the statuses
 
     def __call__(self, context: Any) -> dict[str, Any]:
         kind = request.kind_of(context, self.scan)
@@ -191,6 +197,9 @@ class RemoteBackend:
             raise_failure(final.failure, request_id)
         if final.state.value != "completed":
             raise RemoteError(f"request {request_id} was {final.state.value}", request_id)
+        if self.inline is not None:
+            inline, self.inline = self.inline, None
+            return results.read_result(io.BytesIO(inline))
         return connection.result(request_id)
 
     def _follow(
@@ -204,14 +213,17 @@ class RemoteBackend:
                 "server: `tracer.backend.wait()` waits again, `tracer.backend.cancel()` stops it.",
                 request_id,
             )
+        final = None
         try:
-            for status in connection.events(request_id, left):
-                line.show(status)
-                if status.state.final:
-                    return status
+            for item in connection.events(request_id, left):
+                if isinstance(item, bytes):
+                    self.inline = item
+                    continue
+                line.show(item)
+                final = item if item.state.final else None
         except requests.exceptions.RequestException:
             pass  # the stream broke off or timed out: the caller asks again (or gives up)
-        return None
+        return final
 
     def _sent(self) -> tuple[Connection, str]:
         if self.connection is None or self.request_id is None:

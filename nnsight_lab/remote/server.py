@@ -18,6 +18,7 @@ Errors are JSON `{"detail": ...}` and never contain a key or a traceback.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import json
@@ -29,7 +30,7 @@ from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -43,10 +44,11 @@ import nnsight_lab
 from . import execution, policy
 from .executor import Executor
 from .queue import QueueFull, Record, RequestQueue
-from .schema import API_KEY_HEADER, WIRE_VERSION, Failure, Frame, Request
+from .schema import API_KEY_HEADER, WIRE_VERSION, Failure, Frame, Request, State
 from .settings import ApiKey, ServerSettings
 
 log = logging.getLogger(__name__)
+INLINE_BYTES = 1 << 20  # the largest result sent inline at the end of its status stream
 
 
 class RequestBody(BaseModel):
@@ -330,13 +332,21 @@ def _request_routes(app: FastAPI, lab: Lab) -> None:
         return Json(lab.record(request_id, owner).status.to_json())
 
     @app.get("/v1/requests/{request_id}/events")
-    async def events(request_id: str, owner: Owner) -> StreamingResponse:
-        """Every status of the request, one JSON object a line, until a final one."""
+    async def events(
+        request_id: str, owner: Owner, inline: Annotated[int, Query(ge=0)] = 0
+    ) -> StreamingResponse:
+        """Every status of the request, one JSON object a line, until a final one; then,
+        if `inline` > 0 and the result has at most that many bytes (and `INLINE_BYTES`),
+        the result itself, `{"result": base64}`, taken as `/result` would (a small
+        result then costs no second round trip)."""
         record = lab.record(request_id, owner)
 
         async def lines() -> AsyncIterator[str]:
             async for status in lab.queue.follow(record):
                 yield json.dumps(status.to_json()) + "\n"
+            data = _small_result(lab, record, min(inline, INLINE_BYTES))
+            if data is not None:
+                yield json.dumps({"result": base64.b64encode(data).decode("ascii")}) + "\n"
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -356,6 +366,18 @@ def _request_routes(app: FastAPI, lab: Lab) -> None:
     @app.post("/v1/requests/{request_id}/cancel")
     async def cancel(request_id: str, owner: Owner) -> Json:
         return Json(lab.queue.cancel(lab.record(request_id, owner)).to_json())
+
+
+def _small_result(lab: Lab, record: Record, limit: int) -> bytes | None:
+    """The result file's bytes, taken and deleted, if it has at most `limit` bytes."""
+    path = record.result
+    if record.status.state is not State.COMPLETED or not path.exists():
+        return None
+    if path.stat().st_size > limit or lab.queue.take_result(record) is None:
+        return None
+    data = path.read_bytes()
+    path.unlink(missing_ok=True)
+    return data
 
 
 async def _json(http: HttpRequest) -> Any:
