@@ -59,3 +59,15 @@ def test_a_quick_run_prints_a_figure_for_nnsight_lab(script, case):
     row = next(line for line in run.stdout.splitlines() if line.startswith(case))
     lab_added = row.split()[2]  # a figure; where the trace failed, its error instead
     assert math.isfinite(float(lab_added)), row
+
+
+def test_a_quick_remote_run_prints_its_figures():
+    path = os.path.join(os.path.dirname(bench_core.__file__), "bench_remote.py")
+    run = subprocess.run(
+        [sys.executable, path, "--quick"], capture_output=True, text=True, timeout=400
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = {line.split()[0]: line for line in run.stdout.splitlines() if line.strip()}
+    added = rows["added_ms"].split("added ")[1].split()[0]
+    assert math.isfinite(float(added)), rows["added_ms"]
+    assert "8 clients" in rows["rps_8"]
