@@ -191,6 +191,12 @@ class RemoteBackend:
                 line.show(first)
             while final is None:
                 final = self._follow(connection, request_id, line, deadline)
+                if final is None and deadline is not None and time.monotonic() >= deadline:
+                    raise RemoteError(
+                        f"no result within {timeout} s; request {request_id} is still on the "
+                        "server: `tracer.backend.wait()` waits again, `.cancel()` stops it.",
+                        request_id,
+                    )
         finally:
             line.close()
         if final.failure is not None:
@@ -205,14 +211,9 @@ class RemoteBackend:
     def _follow(
         self, connection: Connection, request_id: str, line: StatusLine, deadline: float | None
     ) -> Status | None:
-        """Follow the status stream until a final status (None: the stream broke off)."""
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            raise RemoteError(
-                f"no result within {self.timeout} s; request {request_id} is still on the "
-                "server: `tracer.backend.wait()` waits again, `tracer.backend.cancel()` stops it.",
-                request_id,
-            )
+        """Follow the status stream until a final status (None: the stream broke off or
+        the deadline passed)."""
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.01)
         final = None
         try:
             for item in connection.events(request_id, left):
@@ -222,7 +223,7 @@ class RemoteBackend:
                 line.show(item)
                 final = item if item.state.final else None
         except requests.exceptions.RequestException:
-            pass  # the stream broke off or timed out: the caller asks again (or gives up)
+            time.sleep(0.2)  # the stream broke off or timed out: the caller asks again
         return final
 
     def _sent(self) -> tuple[Connection, str]:

@@ -92,3 +92,12 @@ def test_an_edit_made_in_a_body_does_not_reach_the_next_request(hostile, llm, tm
     body = "llm.transformer.h[0].output[:] = 0\nout = llm.lm_head.output.save()"
     run_body(hostile, body, tmp_path / "edit.py")
     clean_trace_equals_local(hostile, llm)
+
+
+def test_the_clients_timeout_bounds_its_wait_and_cancel_stops_the_request(hostile, llm):
+    with pytest.raises(nnsight.RemoteError, match="no result within 1"):
+        with hostile.trace(PROMPT, remote=True, timeout=1) as tracer:
+            while True:
+                pass
+    assert tracer.backend.cancel().state.value == "cancelled"
+    clean_trace_equals_local(hostile, llm)
