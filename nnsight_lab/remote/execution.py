@@ -118,7 +118,9 @@ def run(request: Request, model: NNsight, result_path: Path, *, trusted: bool) -
                 "and the server reloads the model."
             )
         size = results.write_result(result_path, saved)
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # a body's `raise SystemExit` fails its request alone
         failure = failure_of(error, request.filename)
     return Outcome(failure=failure, tainted=tainted, size=size)
 
