@@ -112,9 +112,9 @@ def _convert(gguf: Path, folder: Path) -> None:
         f"preparing the demo model once: {gguf.name} -> float32 safetensors in {folder} "
         "(about 0.5 GB, a minute or two; set NNSIGHT_LAB_CACHE to keep it elsewhere)"
     )
-    where = {"pretrained_model_name_or_path": gguf.parent, "gguf_file": gguf.name}
-    tokenizer = AutoTokenizer.from_pretrained(**where, local_files_only=True)
-    read = AutoModelForCausalLM.from_pretrained(**where, local_files_only=True)
+    where: dict[str, Any] = {"gguf_file": gguf.name, "local_files_only": True}
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **where)
+    read = AutoModelForCausalLM.from_pretrained(gguf.parent, **where)
     # The GGUF-loaded model counts as quantized and refuses save_pretrained: move its
     # (already dequantized) weights into a plain model built from the same config.
     config = read.config
@@ -126,11 +126,12 @@ def _convert(gguf: Path, folder: Path) -> None:
     plain.tie_weights()
     aside = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=folder.parent))
     try:
+        aside.chmod(0o755)  # mkdtemp's folder is private; a cache is readable like any other
         plain.save_pretrained(aside)
         tokenizer.save_pretrained(aside)
         source = {"package": f"{_PACKAGE}=={metadata.version(_PACKAGE)}", "file": gguf.name}
         (aside / _MARKER).write_text(json.dumps(source, indent=2) + "\n")
-        if folder.exists():  # a cache left unfinished by an older version: replace it
+        if folder.exists():  # without the marker, so not a finished cache: replace it
             shutil.rmtree(folder)
         os.replace(aside, folder)
     finally:
