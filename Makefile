@@ -81,6 +81,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_patching.py
+	$(BIN)/python bench/bench_remote.py
 
 # The demo model's cache (outside the checkout) and lab/ (your working copies) stay.
 clean:
