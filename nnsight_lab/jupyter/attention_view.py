@@ -17,7 +17,7 @@ import anywidget
 import torch
 import traitlets
 
-from .serialization import as_tensor, float32_bytes
+from .serialization import as_tensor, float32_bytes, token_label
 
 THUMBNAIL_CELLS = 64
 
@@ -119,7 +119,7 @@ def thumbnails(layer: torch.Tensor, cells: int = THUMBNAIL_CELLS) -> torch.Tenso
 def _strings(values: Sequence[str] | None, name: str, count: int, what: str) -> list[str]:
     if values is None or isinstance(values, str):
         raise TypeError(f"{name} must be a list of {count} strings, one per {what} position")
-    values = [str(v) for v in values]
+    values = [token_label(str(v)) for v in values]
     if len(values) != count:
         raise ValueError(
             f"{name} has {len(values)} strings but the attention has {count} {what} positions "

@@ -14,7 +14,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-from .serialization import as_tensor, float32_bytes
+from .serialization import as_tensor, float32_bytes, token_label
 
 _STATIC = pathlib.Path(__file__).parent / "static"
 
@@ -111,7 +111,7 @@ def _labels(
         return [str(i) for i in range(count)] if default else []
     if isinstance(labels, str):
         raise TypeError(f"{name} must be a list of {count} labels, one per {what}")
-    labels = [str(label) for label in labels]
+    labels = [token_label(str(label)) for label in labels]
     if len(labels) != count:
         raise ValueError(f"{name} has {len(labels)} labels but the values have {count} {what}s")
     return labels

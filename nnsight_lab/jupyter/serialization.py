@@ -108,3 +108,32 @@ def first_tensor(value: Any) -> torch.Tensor | None:
         if found is not None:
             return found
     return None
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """Byte-level BPE's characters (GPT-2, Llama 3, SmolLM) -> the bytes they stand for:
+    printable Latin-1 bytes stand for themselves, the other 68 are moved to U+0100 on."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    moved = [b for b in range(256) if b not in printable]
+    table = {chr(b): b for b in printable}
+    table.update({chr(256 + i): b for i, b in enumerate(moved)})
+    return table
+
+
+_BYTES = _byte_alphabet()
+_SHOWN = {"\n": "↵", "\t": "⇥", "\r": "↵"}
+
+
+def token_label(token: str) -> str:
+    """A tokenizer's token as text a reader sees: byte-level BPE's `Ġ` and SentencePiece's
+    `▁` become the space they stand for (non-ASCII bytes become their characters),
+    newlines and tabs a visible mark; anything else is left as it is.
+
+    Example:
+        >>> token_label("ĠParis"), token_label("▁Paris"), token_label("Ċ")
+        (' Paris', ' Paris', '↵')
+    """
+    if any(ord(c) > 255 for c in token) and all(c in _BYTES for c in token):
+        token = bytes(_BYTES[c] for c in token).decode("utf-8", errors="replace")
+    token = token.replace("▁", " ")
+    return "".join(_SHOWN.get(c, c) for c in token)

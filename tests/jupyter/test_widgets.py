@@ -137,3 +137,18 @@ def test_attention_thumbnails_are_max_pooled_per_head(q, k, cells):
     expected = layer[1, :block_q, :block_k].max() / layer[1].max() * 255
     assert abs(int(thumbs[1, 0, 0]) - float(expected)) <= 1
     assert int(thumbs.flatten(1).max(1).values.min()) == 255
+
+
+def test_token_labels_read_as_text(gpt2_tokenizer):
+    from nnsight_lab.jupyter.serialization import token_label
+
+    text = "The café is in\nParis"
+    tokens = gpt2_tokenizer.tokenize(text)
+    assert any("Ġ" in t for t in tokens)  # what a tokenizer gives: byte-level markers
+    labels = [token_label(t) for t in tokens]
+    assert "".join(labels) == text.replace("\n", "↵")  # the text itself, newline shown
+    assert token_label("▁Paris") == " Paris" and token_label(" Paris") == " Paris"
+    heatmap = PatchingHeatmap(torch.zeros(1, len(tokens)), tokens=tokens)
+    assert heatmap.tokens == labels
+    attention = torch.rand(1, 1, len(tokens), len(tokens))
+    assert AttentionView(attention, tokens).tokens == labels
