@@ -29,8 +29,6 @@ class Session(SavingContext):
         backend: what runs the body (None: here; a remote backend sends it whole).
     """
 
-    kind = "session"
-
     def __init__(
         self, model: NNsight, backend: Callable[[Session], dict[str, Any]] | None = None
     ) -> None:
@@ -38,8 +36,8 @@ class Session(SavingContext):
         self.model = model
         self.backend = backend
         self.scope: tuple[dict, dict] | None = None
-        self.inputs: tuple = ()
-        self.kwargs: dict[str, Any] = {}
+        self.inputs: tuple = ()  # a session has no input of its own (its traces do),
+        self.kwargs: dict[str, Any] = {}  # but a request is built from any context alike
 
     def execute(self, body: Body, caller_locals: dict, caller_globals: dict) -> dict[str, Any]:
         """Run `body` reading the caller's variables; returns what it saved, by name."""
