@@ -28,9 +28,9 @@ import requests
 from ..config import CONFIG
 from ..errors import PolicyError, RemoteError, TracingError
 from . import execution, policy, request, results
-from .failures import raise_failure
+from .failures import raise_failure, replay
 from .progress import StatusLine
-from .schema import API_KEY_HEADER, WIRE_VERSION, Request, Status
+from .schema import API_KEY_HEADER, WIRE_VERSION, Request, State, Status
 
 _CONNECT_TIMEOUT = 10.0
 INLINE_BYTES = 1 << 20  # results up to this size come at the end of the status stream
@@ -199,6 +199,7 @@ class RemoteBackend:
                     )
         finally:
             line.close()
+        replay(final)
         if final.failure is not None:
             raise_failure(final.failure, request_id)
         if final.state.value != "completed":
@@ -242,6 +243,9 @@ def dry_run(body: Request, model: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "result.safetensors"
         outcome = execution.run(sent, model, path, trusted=False)
+        replay(
+            Status("local", State.COMPLETED, prints=outcome.prints, warnings=list(outcome.warnings))
+        )
         if outcome.failure is not None:
             raise_failure(outcome.failure)
         with open(path, "rb") as file:

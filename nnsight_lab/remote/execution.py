@@ -23,6 +23,8 @@ import io
 import itertools
 import linecache
 import tempfile
+import warnings
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -62,13 +64,15 @@ class Outcome:
         failure: the error, or None when the result file was written.
         tainted: the body changed the model: the worker must be replaced.
         size: bytes of the result file (0 on failure).
-        prints: what the body printed (not captured here: workers send it to their log).
+        prints: what the body printed.
+        warnings: the warnings it raised, as failures (type, message, the body's line).
     """
 
     failure: Failure | None
     tainted: bool
     size: int
     prints: str = ""
+    warnings: tuple[Failure, ...] = ()
 
 
 def load_model(spec: str) -> NNsight:
@@ -105,9 +109,13 @@ def run(request: Request, model: NNsight, result_path: Path, *, trusted: bool) -
     """
     before = fingerprint(model)
     failure, size, tainted = None, 0, False
+    printed, caught = io.StringIO(), []
     try:
         try:
-            saved = execute(request, model, trusted=trusted)
+            with warnings.catch_warnings(record=True) as recorded, redirect_stdout(printed):
+                warnings.simplefilter("always")
+                caught = recorded  # the same list: filled as the body runs
+                saved = execute(request, model, trusted=trusted)
         finally:
             _reset(model)
             tainted = fingerprint(model) != before
@@ -122,7 +130,8 @@ def run(request: Request, model: NNsight, result_path: Path, *, trusted: bool) -
         raise
     except BaseException as error:  # a body's `raise SystemExit` fails its request alone
         failure = failure_of(error, request.filename)
-    return Outcome(failure=failure, tainted=tainted, size=size)
+    notices = tuple(_warning(w, request.filename) for w in caught[:100])
+    return Outcome(failure, tainted, size, printed.getvalue()[: 1 << 20], notices)
 
 
 def execute(request: Request, model: NNsight, *, trusted: bool) -> dict[str, Any]:
@@ -229,6 +238,15 @@ def failure_of(error: BaseException, filename: str) -> Failure:
     rule = error.rule if isinstance(error, PolicyError) else None
     kind = type(error)
     return Failure(kind.__name__, kind.__module__, str(error), frames, rule)
+
+
+def _warning(caught: warnings.WarningMessage, filename: str) -> Failure:
+    """A warning the body raised, at the body's line (library lines are not shown)."""
+    kind = caught.category
+    frames = []
+    if str(caught.filename).startswith("<remote body "):
+        frames = [Frame(filename, caught.lineno, "<module>")]
+    return Failure(kind.__name__, kind.__module__, str(caught.message), frames)
 
 
 def fingerprint(model: NNsight) -> tuple:

@@ -10,10 +10,13 @@ debuggers show the line of the user's file or cell.
 from __future__ import annotations
 
 import builtins
+import sys
+import warnings
+from typing import Any
 
 from .. import errors
 from ..errors import PolicyError, RemoteError
-from .schema import Failure
+from .schema import Failure, Status
 
 
 def exception_of(failure: Failure, request_id: str | None = None) -> BaseException:
@@ -51,7 +54,21 @@ def raise_failure(failure: Failure, request_id: str | None = None) -> None:
         raise raised from None
 
 
-def _known_type(failure: Failure) -> type[BaseException] | None:
+def replay(status: Status) -> None:
+    """Show here what the body printed and warned on the server, the warnings at the
+    user's lines (a `UserWarning` stands in for a category not known here)."""
+    if status.prints:
+        sys.stdout.write(status.prints)
+    for notice in status.warnings:
+        kind = _known_type(notice, Warning) or UserWarning
+        line = notice.frames[-1] if notice.frames else None
+        if line is None:
+            warnings.warn(notice.message, kind, stacklevel=2)
+        else:
+            warnings.warn_explicit(notice.message, kind, line.filename, line.lineno)
+
+
+def _known_type(failure: Failure, base: type = Exception) -> Any:
     """The class named by the failure, among builtins and nnsight_lab's errors only."""
     if failure.module == "builtins":
         kind = getattr(builtins, failure.type, None)
@@ -59,6 +76,6 @@ def _known_type(failure: Failure) -> type[BaseException] | None:
         kind = getattr(errors, failure.type, None)
     else:
         return None
-    if isinstance(kind, type) and issubclass(kind, Exception):
+    if isinstance(kind, type) and issubclass(kind, base):
         return kind
     return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import importlib.metadata
 import itertools
 import json
@@ -320,9 +321,9 @@ class ProcessExecutor:
         else:
             await asyncio.to_thread(shutil.move, result, path)
         if failure is None:
-            return Outcome(failure=None, tainted=outcome.tainted, size=size, prints=outcome.prints)
+            return dataclasses.replace(outcome, failure=None, size=size)
         result.unlink(missing_ok=True)
-        return Outcome(failure=failure, tainted=outcome.tainted, size=0, prints=outcome.prints)
+        return dataclasses.replace(outcome, failure=failure, size=0)
 
     def _replace(self, worker: _Worker) -> None:
         """Kill `worker` and start another for its model in the background."""

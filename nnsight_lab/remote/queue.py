@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .execution import Outcome
 from .executor import Executor, fault
 from .schema import Failure, Request, State, Status
 
@@ -193,6 +194,7 @@ class RequestQueue:
 
     async def _run(self, record: Record) -> None:
         assert record.request is not None
+        outcome = None
         try:
             outcome = await self.executor.run(
                 record.model,
@@ -211,14 +213,19 @@ class RequestQueue:
         if record.status.state.final:  # cancelled meanwhile: nothing of it is kept
             record.result.unlink(missing_ok=True)
         else:
-            self._finish(record, State.ERROR if failure else State.COMPLETED, failure)
+            state = State.ERROR if failure else State.COMPLETED
+            self._finish(record, state, failure, outcome)
         self._pump(record.model)
 
-    def _finish(self, record: Record, state: State, failure: Failure | None) -> None:
+    def _finish(
+        self, record: Record, state: State, failure: Failure | None, outcome: Outcome | None = None
+    ) -> None:
         if record.status.state is State.RUNNING:
             self._running[record.model] -= 1
         message = failure.message if failure else state.value
-        record._append(Status(record.id, state, message=message, failure=failure))
+        prints, notices = (outcome.prints, list(outcome.warnings)) if outcome else ("", [])
+        status = Status(record.id, state, None, message, failure, prints, notices)
+        record._append(status)
         record.finished_at = time.monotonic()
         record.request = None
         if record.counted:

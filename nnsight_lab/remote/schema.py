@@ -130,6 +130,8 @@ class Status:
         position: place in its model's queue (0: next), while queued.
         message: a line for the user ("queued (2 ahead)", "timed out after 60 s").
         failure: the error, when `state` is `ERROR`.
+        prints: what the body printed, once it ended.
+        warnings: the warnings it raised, once it ended (as failures: type, message, line).
     """
 
     id: str
@@ -137,6 +139,8 @@ class Status:
     position: int | None = None
     message: str | None = None
     failure: Failure | None = None
+    prints: str = ""
+    warnings: list[Failure] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "state": self.state.value}
@@ -150,4 +154,6 @@ class Status:
             position=data.get("position"),
             message=data.get("message"),
             failure=Failure.from_json(failure) if failure else None,
+            prints=data.get("prints", ""),
+            warnings=[Failure.from_json(w) for w in data.get("warnings", [])],
         )

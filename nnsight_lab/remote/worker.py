@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import errno
 import json
 import os
@@ -39,6 +40,7 @@ from .schema import Failure, Frame, Request
 
 MAX_PRINTS = 2**20  # characters of a body's prints sent back; the rest is cut
 MAX_MESSAGE = 2**16  # characters of an error's message sent back
+MAX_WARNINGS = 100  # warnings of one request sent back
 NPROC_HEADROOM = 64  # threads the model may still start once the worker is limited
 
 _SPAWNERS = (
@@ -56,6 +58,7 @@ def encode_outcome(outcome: Outcome) -> dict[str, Any]:
         "tainted": bool(outcome.tainted),
         "size": int(outcome.size),
         "prints": str(outcome.prints)[:MAX_PRINTS],
+        "warnings": [_failure_json(w) for w in outcome.warnings[:MAX_WARNINGS]],
     }
 
 
@@ -84,6 +87,9 @@ def decode_outcome(data: Any) -> Outcome:
         tainted=_typed(data.get("tainted"), bool),
         size=_typed(data.get("size"), int),
         prints=_typed(data.get("prints", ""), str)[:MAX_PRINTS],
+        warnings=tuple(
+            _decode_failure(w) for w in _typed(data.get("warnings", []), list)[:MAX_WARNINGS]
+        ),
     )
 
 
@@ -172,7 +178,7 @@ def _within_limit(outcome: Outcome, result: Path, limit: int) -> Outcome:
     else:
         return outcome
     result.unlink(missing_ok=True)
-    return Outcome(failure=failure, tainted=outcome.tainted, size=0, prints=outcome.prints)
+    return dataclasses.replace(outcome, failure=failure, size=0)
 
 
 def _claim_protocol() -> tuple[IO[bytes], IO[bytes]]:

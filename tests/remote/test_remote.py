@@ -266,3 +266,14 @@ def test_one_status_line_unless_remote_logging_is_off(remote, capsys):
     finally:
         CONFIG.APP.REMOTE_LOGGING = True
     assert capsys.readouterr().err == ""
+
+
+def test_prints_and_warnings_of_the_body_come_back(remote, capsys):
+    with pytest.warns(nnsight.NNsightWarning, match="never runs|skipped|cannot run") as caught:
+        with remote.generate(PROMPT, max_new_tokens=2, remote=True) as tracer:
+            print("inside the body")
+            with tracer.iter[:]:
+                remote.lm_head.output.save()
+            after = remote.lm_head.output.save()  # noqa: F841  (skipped: the warning names it)
+    assert "inside the body" in capsys.readouterr().out
+    assert caught[0].filename == __file__
