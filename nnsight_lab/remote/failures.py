@@ -24,8 +24,11 @@ def exception_of(failure: Failure, request_id: str | None = None) -> BaseExcepti
     kind = _known_type(failure)
     if kind is PolicyError:
         line = failure.frames[-1] if failure.frames else None
+        message = failure.message
+        if line is not None:  # a notebook cell's file is shown as the cell, as IPython does
+            message = message.replace(line.filename, _shown(line.filename), 1)
         return PolicyError(
-            failure.message,
+            message,
             filename=line.filename if line else "",
             lineno=line.lineno if line else 0,
             rule=failure.rule or "",
@@ -66,6 +69,15 @@ def replay(status: Status) -> None:
             warnings.warn(notice.message, kind, stacklevel=2)
         else:
             warnings.warn_explicit(notice.message, kind, line.filename, line.lineno)
+
+
+def _shown(filename: str) -> str:
+    """`Cell In[n]` for the file IPython compiled cell n under; other files as they are."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    cells = getattr(getattr(shell, "compile", None), "_filename_map", None) or {}
+    number = cells.get(filename)
+    return filename if number is None else f"Cell In[{number}]"
 
 
 def _known_type(failure: Failure, base: type = Exception) -> Any:
