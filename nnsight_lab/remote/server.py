@@ -26,14 +26,14 @@ import logging
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.background import BackgroundTask
@@ -43,6 +43,7 @@ import nnsight_lab
 
 from . import execution, policy
 from .executor import Executor
+from .http import BodyLimit, Json
 from .queue import QueueFull, Record, RequestQueue
 from .schema import API_KEY_HEADER, WIRE_VERSION, Failure, Frame, Request, State
 from .settings import ApiKey, ServerSettings
@@ -67,45 +68,6 @@ class RequestBody(BaseModel):
     values: dict[str, Any] = {}
     tensors: str = ""
     payload: str | None = None
-
-
-class Json(JSONResponse):
-    """JSON with non-ASCII escaped: any string a client sent can be echoed back."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":")).encode()
-
-
-class TooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request is larger than this server accepts ({limit} bytes)")
-
-
-class BodyLimit:
-    """ASGI middleware: refuse bodies over `limit` bytes, before or while they arrive."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit():
-            return await Json({"detail": "bad Content-Length"}, 400)(scope, receive, send)
-        if int(length) > self.limit:
-            return await Json({"detail": TooLarge(self.limit).detail}, 413)(scope, receive, send)
-        seen = 0
-
-        async def counted() -> MutableMapping[str, Any]:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise TooLarge(self.limit)
-            return message
-
-        await self.app(scope, counted, send)
 
 
 class Lab:
