@@ -6,6 +6,7 @@ and what to do next::
     NNsightError                 base class: catch this to catch ours
      ├── TraceSourceError        the body of a `with` block could not be read or compiled
      ├── TracingError            the tracing API was used in the wrong place or way
+     │    └── TracingValueError  ...where nnsight raises ValueError (also a ValueError)
      ├── OutOfOrderError         a value was asked for after the model had passed it
      ├── NotReachedError         the model finished without reaching a requested point
      └── RemoteError             a model server refused or failed a request
@@ -27,6 +28,12 @@ class TraceSourceError(NNsightError):
 
 class TracingError(NNsightError):
     """The tracing API was used in a place or a way it cannot work."""
+
+
+class TracingValueError(TracingError, ValueError):
+    """A trace was built in a way nnsight refuses with `ValueError` (a trace with no
+    input, an invoke inside an invoke), so `except ValueError` written for nnsight
+    catches it too."""
 
 
 class OutOfOrderError(NNsightError):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..config import CONFIG
-from ..errors import TracingError
+from ..errors import TracingError, TracingValueError
 from ..tracing import Body, Namespace, save
 from ..tracing import rewrite as names
 from .backward import Backward, grad_of, set_grad
@@ -124,7 +124,7 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke], backend: LocalBackend) ->
             mediators.append(mediator)
             endless = endless or body.endless
     if not prepared:
-        raise TracingError(
+        raise TracingValueError(
             "this trace has no input: pass one to `model.trace(input)` or to a "
             "`tracer.invoke(input)` inside it."
         )

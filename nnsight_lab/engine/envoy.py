@@ -9,7 +9,9 @@ module's own (`model.layer1.weight`), and inside a trace body `.output`,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -49,7 +51,10 @@ class Envoy(FirstInput):
         module = self.__dict__.get("_module")
         if module is None:
             raise AttributeError(name)
-        return getattr(module, name)
+        value = getattr(module, name)
+        if inspect.ismethod(value) and value.__self__ is module:
+            return _returning_envoy(self, value)
+        return value
 
     def __getitem__(self, key: int | str | slice) -> Any:
         children = list(self._children.values())
@@ -167,3 +172,15 @@ class Envoy(FirstInput):
             ...     attn = llm.transformer.h[0].attn.source.attention_interface_0.output.save()
         """
         return source_view(self._module, self._path)
+
+
+def _returning_envoy(envoy: Envoy, method: Callable[..., Any]) -> Callable[..., Any]:
+    """`method` of the envoy's module, giving the envoy where it gives the module itself
+    (`model.to("cpu")`, `model.eval()`: the wrapper, not the bare module)."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        result = method(*args, **kwargs)
+        return envoy if result is envoy._module else result
+
+    return call

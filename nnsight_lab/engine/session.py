@@ -50,8 +50,7 @@ class Session(SavingContext):
             self.scope = None
 
     def saved_from(self, namespace: dict) -> dict[str, Any]:
-        ids = self.saved_ids
-        return {k: v for k, v in namespace.items() if id(v) in ids and not k.startswith("__")}
+        return self.saved_in(namespace)
 
 
 def run_here(session: Session) -> dict[str, Any]:

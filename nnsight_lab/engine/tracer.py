@@ -16,7 +16,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TracingError
+import torch
+
+from ..errors import TracingError, TracingValueError
 from ..tracing import Body, CapturingContext, Layer, Namespace, SavingContext
 from .backends import LOCAL, Invoke, start_cache
 from .cache import Cache
@@ -60,6 +62,10 @@ class Tracer(SavingContext):
         self.namespace: Namespace | None = None
         self.scope: tuple[dict, dict] | None = None  # the caller's (locals, globals)
         self.result: Any = None
+        self.grad_enabled: bool | None = None  # the grad mode where the body starts
+
+    def reached(self) -> None:
+        self.grad_enabled = torch.is_grad_enabled()
 
     def invoke(self, *inputs: Any, **kwargs: Any) -> Invoker:
         """Add an input to the batch; the block's body sees only that input's rows.
@@ -122,8 +128,11 @@ class Tracer(SavingContext):
         `%%trace` cell magic, with a body compiled from the cell.)"""
         self.body, self.scope = body, (caller_locals, caller_globals)
         self.activate()
+        grad = self.grad_enabled
+        self.grad_enabled = None
         try:
-            return (self.backend or LOCAL)(self)
+            with torch.set_grad_enabled(torch.is_grad_enabled() if grad is None else grad):
+                return (self.backend or LOCAL)(self)
         finally:
             self.deactivate()
             self.scope = None
@@ -134,8 +143,7 @@ class Tracer(SavingContext):
         for the session's later traces; the session keeps only what was saved)."""
         if in_session():
             return {k: v for k, v in namespace.items() if not k.startswith("__")}
-        ids = self.saved_ids
-        return {k: v for k, v in namespace.items() if id(v) in ids and not k.startswith("__")}
+        return self.saved_in(namespace)
 
 
 class Invoker(CapturingContext):
@@ -149,7 +157,7 @@ class Invoker(CapturingContext):
     def run(self, body: Body, frame: FrameType) -> None:
         namespace = frame.f_globals
         if not isinstance(namespace, Namespace) or namespace is not self.tracer.namespace:
-            raise TracingError(
+            raise TracingValueError(
                 "`tracer.invoke(...)` must be opened directly in the body of its own "
                 "`with model.trace() as tracer:` block."
             )

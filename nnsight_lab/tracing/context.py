@@ -18,6 +18,7 @@ from typing import Any
 from ..config import CONFIG
 from ..errors import TracingError
 from .frames import BodySkipper, SkipBody, forget_skip, release_locals, write_names
+from .saved import holds_saved, saved_names, shared
 from .source import Body, body_of_with
 from .tracebacks import user_frames
 
@@ -36,8 +37,12 @@ class CapturingContext:
         self.body = body = body_of_with(frame)
         self._frame = frame
         if body.first_line is not None:
-            self._skipper = BodySkipper(frame, body.first_line)
+            self._skipper = BodySkipper(frame, body.first_line, self.reached)
         return self.entered()
+
+    def reached(self) -> None:
+        """Called where the body would start, inside the `with` statement's later context
+        managers (`with model.trace(x), torch.no_grad():`), to note the state they set."""
 
     def entered(self) -> Any:
         """What `with ... as name` binds (the context itself unless overridden)."""
@@ -73,6 +78,31 @@ class SavingContext(CapturingContext):
 
     def __init__(self) -> None:
         self.saved_ids: set[int] = set()
+
+    def saved_in(self, namespace: dict) -> dict[str, Any]:
+        """The variables of `namespace` that hold a value the body saved.
+
+        Saved values are known by identity, but CPython gives one object to equal small
+        ints, `True`, `None`, short strings and constants: such a value is the caller's
+        only under a name that the body's source saves (`n = nnsight.save(5)`,
+        `nnsight.save(n)`), so `flag = True` beside `keep = nnsight.save(True)` stays
+        in the body. A list, tuple or dict made of saved values (and plain constants)
+        is kept too: `outputs.append(model.layer.output.save())` fills a list that the
+        caller reads after the block."""
+        ids = self.saved_ids
+        picked = {
+            k: v
+            for k, v in namespace.items()
+            if not k.startswith("__") and (id(v) in ids or holds_saved(v, ids) is True)
+        }
+        sharing = [k for k, v in picked.items() if shared(v)]
+        if sharing and self.body is not None:
+            names = saved_names(self.body.source)
+            if names is not None:
+                for name in sharing:
+                    if name not in names:
+                        del picked[name]
+        return picked
 
     def save(self, value: Any) -> Any:
         """Mark `value` to be kept after the trace (and after enclosing traces); returns it."""

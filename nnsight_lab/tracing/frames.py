@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -28,12 +29,15 @@ class BodySkipper:
 
     `first_line` is the line of the body's first statement that does something:
     a leading `pass` compiles to an instruction outside the `with`'s exception
-    handler, so raising there would escape the block.
+    handler, so raising there would escape the block. `on_reach` is called there,
+    when the `with` statement's later context managers have been entered.
     """
 
     __slots__ = ("frame", "previous_global", "previous_local")
 
-    def __init__(self, frame: FrameType, first_line: int) -> None:
+    def __init__(
+        self, frame: FrameType, first_line: int, on_reach: Callable[[], None] | None = None
+    ) -> None:
         self.frame = frame
         self.previous_global = sys.gettrace()
         self.previous_local = frame.f_trace
@@ -42,6 +46,8 @@ class BodySkipper:
 
         def raise_skip(frame: FrameType, event: str, arg: Any) -> Any:
             if event == "line" and frame.f_lineno >= first_line:
+                if on_reach is not None:
+                    on_reach()  # the body's own context: `with trace(x), torch.no_grad():`
                 raise SkipBody
             return raise_skip
 
