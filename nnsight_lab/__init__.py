@@ -19,6 +19,7 @@ from .errors import (
     RemoteError,
     TraceSourceError,
     TracingError,
+    TracingValueError,
     WireError,
 )
 from .models import LanguageModel, NNsight, demo_model
@@ -37,6 +38,7 @@ __all__ = [
     "RemoteError",
     "TraceSourceError",
     "TracingError",
+    "TracingValueError",
     "WireError",
     "demo_model",
     "login",
