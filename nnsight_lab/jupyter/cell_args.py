@@ -69,8 +69,6 @@ def parse(line: str) -> CellArgs:
             args.inputs.append(word)
     if args.generate and args.scan:
         raise UsageError(f"--generate and --scan cannot be combined.\n{USAGE}")
-    if args.scan and args.remote:
-        raise UsageError(f"a scan runs here, on fake tensors: drop `remote`.\n{USAGE}")
     return args
 
 
