@@ -33,9 +33,10 @@ def exception_of(failure: Failure, request_id: str | None = None) -> BaseExcepti
             lineno=line.lineno if line else 0,
             rule=failure.rule or "",
         )
-    if kind is None or issubclass(kind, RemoteError):
-        error = RemoteError(f"{failure.type}: {failure.message}", request_id)
-        return error
+    if kind is None:
+        return RemoteError(f"{failure.type}: {failure.message}", request_id)
+    if issubclass(kind, RemoteError):  # the server's own: a timeout, a crashed worker, ...
+        return kind(failure.message, request_id)
     try:
         return kind(failure.message)
     except Exception:  # a type whose constructor wants other arguments
