@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -59,3 +60,10 @@ class Config:
 
 
 CONFIG = Config()
+
+
+def cache_root() -> Path:
+    """Where nnsight_lab keeps files between runs: the demo model, server models' configs
+    (env NNSIGHT_LAB_CACHE, else ~/.cache/nnsight_lab)."""
+    root = os.environ.get("NNSIGHT_LAB_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "nnsight_lab"

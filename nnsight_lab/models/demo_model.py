@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..config import cache_root
 from . import language_model
 from .language_model import LanguageModel
 
@@ -63,9 +64,7 @@ def demo_model(*, attn_implementation: str = "eager", **kwargs: Any) -> Language
 
 def cache_folder() -> Path:
     """Where the converted demo model lives (it may not exist yet)."""
-    root = os.environ.get("NNSIGHT_LAB_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "nnsight_lab"
-    return base / "demo" / NAME
+    return cache_root() / "demo" / NAME
 
 
 def demo_folder() -> Path:

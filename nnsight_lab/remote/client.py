@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tempfile
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 import requests
 
-from ..config import CONFIG
+from ..config import CONFIG, cache_root
 from ..errors import PolicyError, RemoteError, TracingError
 from . import execution, policy, request, results
 from .failures import raise_failure, replay
@@ -263,19 +262,13 @@ def model_folder(name: str) -> str | None:
     except (RemoteError, requests.RequestException, ValueError, KeyError):
         return None  # not a model of that server: the hub may know it
     digest = hashlib.sha256(connection.host.encode()).hexdigest()[:12]
-    folder = _cache_root() / digest / name.replace("/", "--")
+    folder = cache_root() / "servers" / digest / name.replace("/", "--")
     folder.mkdir(parents=True, exist_ok=True)
     for filename, data in files.items():
         if "/" in filename or filename.startswith("."):
             continue  # only plain file names land in the folder
         (folder / filename).write_bytes(b64decode(data))
     return str(folder)
-
-
-def _cache_root() -> Path:
-    """Where server models' configs and tokenizers are kept (env NNSIGHT_LAB_CACHE)."""
-    root = os.environ.get("NNSIGHT_LAB_CACHE")
-    return Path(root) / "servers" if root else Path.home() / ".cache" / "nnsight_lab" / "servers"
 
 
 def _detail(response: requests.Response) -> str:

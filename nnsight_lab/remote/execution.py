@@ -23,11 +23,12 @@ import io
 import itertools
 import linecache
 import tempfile
+import traceback
 import warnings
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -229,9 +230,9 @@ def failure_of(error: BaseException, filename: str) -> Failure:
     """`error` as the user should see it: its type, message and the body's own frames
     (the ones compiled from the request), under the user's file name."""
     frames = [
-        Frame(filename, tb.tb_lineno, _frame_name(tb))
-        for tb in _walk(error.__traceback__)
-        if tb.tb_frame.f_code.co_filename.startswith("<remote body ")
+        Frame(filename, lineno, _frame_name(frame.f_code.co_name))
+        for frame, lineno in traceback.walk_tb(error.__traceback__)
+        if frame.f_code.co_filename.startswith("<remote body ")
     ]
     if isinstance(error, PolicyError) and error.lineno:
         frames = [Frame(filename, error.lineno, "<module>")]
@@ -315,16 +316,7 @@ def _device(model: NNsight) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def _walk(tb: TracebackType | None) -> list[TracebackType]:
-    entries = []
-    while tb is not None:
-        entries.append(tb)
-        tb = tb.tb_next
-    return entries
-
-
-def _frame_name(tb: TracebackType) -> str:
-    name = tb.tb_frame.f_code.co_name
+def _frame_name(name: str) -> str:
     return "<module>" if name.startswith("<") else name
 
 

@@ -23,7 +23,7 @@ from ..engine.tracer import Tracer
 from ..errors import RemoteError, WireError
 from ..models.nnsight import NNsight
 from . import wire
-from .execution import is_allowed_module
+from .execution import envoy_at, is_allowed_module
 from .schema import WIRE_VERSION, Kind, Request
 
 _KINDS = {"_run": Kind.TRACE, "_generate": Kind.GENERATE}
@@ -144,12 +144,10 @@ def _references(model: NNsight) -> wire.Ref:
 
 
 def _belongs(model: NNsight, envoy: Envoy) -> bool:
-    node: Envoy = model
-    for part in envoy._path.split(".")[1:]:
-        node = node._children.get(part)  # type: ignore[assignment]
-        if node is None:
-            return False
-    return node is envoy or node._module is envoy._module
+    try:
+        return envoy_at(model, envoy._path)._module is envoy._module
+    except WireError:  # no such path in this model
+        return False
 
 
 def _pickle(values: dict[str, Any]) -> str:
