@@ -101,3 +101,32 @@ def test_the_clients_timeout_bounds_its_wait_and_cancel_stops_the_request(hostil
                 pass
     assert tracer.backend.cancel().state.value == "cancelled"
     clean_trace_equals_local(hostile, llm)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"x": {"$tensor": "t9"}},  # a tensor the request does not carry
+        {"x": {"$nope": 1}},  # an unknown tag
+        {"x": {"$ref": ["envoy", "model.no.such.module"]}},
+        {"x": {"$ref": ["module", "os"]}},  # a module a body may not have
+        {"x": {"$dtype": "load"}},  # a name that is not a dtype
+    ],
+)
+def test_malformed_values_fail_their_request_alone(hostile, llm, values):
+    import requests
+
+    from nnsight_lab import CONFIG
+    from nnsight_lab.remote.schema import API_KEY_HEADER, WIRE_VERSION
+
+    body = {"version": WIRE_VERSION, "model": "tiny", "kind": "trace", "filename": "t.py"}
+    body |= {"source": "y = x\n", "line": 3, "inputs": ["Hello"], "values": values}
+    headers = {API_KEY_HEADER: CONFIG.API.KEY}
+    sent = requests.post(CONFIG.API.HOST + "/v1/requests", json=body, headers=headers, timeout=30)
+    assert sent.status_code == 202, sent.text
+    events = requests.get(
+        f"{CONFIG.API.HOST}/v1/requests/{sent.json()['id']}/events", headers=headers, timeout=60
+    )
+    final = [line for line in events.text.splitlines() if line][-1]
+    assert '"state":"error"' in final.replace(" ", "") and "WireError" in final
+    clean_trace_equals_local(hostile, llm)

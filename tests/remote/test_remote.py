@@ -277,3 +277,28 @@ def test_prints_and_warnings_of_the_body_come_back(remote, capsys):
             after = remote.lm_head.output.save()  # noqa: F841  (skipped: the warning names it)
     assert "inside the body" in capsys.readouterr().out
     assert caught[0].filename == __file__
+
+
+def test_a_url_names_a_server_for_one_call(remote, served, llm):
+    before = CONFIG.API.HOST
+    CONFIG.API.HOST = None  # no default server: the call's own URL is the one used
+    try:
+        with remote.trace(PROMPT, remote=served.url):
+            logits = remote.lm_head.output.save()
+    finally:
+        CONFIG.API.HOST = before
+    with llm.trace(PROMPT):
+        here = llm.lm_head.output.save()
+    assert torch.equal(logits, here)
+
+
+def test_a_version_mismatch_is_one_clear_error(remote, monkeypatch):
+    from nnsight_lab.remote import client
+
+    monkeypatch.setattr(client, "WIRE_VERSION", "nnsight_lab/0")
+    monkeypatch.setattr(client, "_checked", {})
+    with pytest.raises(
+        nnsight.RemoteError, match="speaks nnsight_lab/1 .* this client nnsight_lab/0"
+    ):
+        with remote.trace(PROMPT, remote=True):
+            remote.lm_head.output.save()
