@@ -130,9 +130,12 @@ class Tracer(SavingContext):
         self.activate()
         grad = self.grad_enabled
         self.grad_enabled = None
+        backend = self.backend or LOCAL
         try:
-            with torch.set_grad_enabled(torch.is_grad_enabled() if grad is None else grad):
-                return (self.backend or LOCAL)(self)
+            if grad is None or grad == torch.is_grad_enabled():
+                return backend(self)  # the usual case: no grad mode to set (a context costs)
+            with torch.set_grad_enabled(grad):
+                return backend(self)
         finally:
             self.deactivate()
             self.scope = None
