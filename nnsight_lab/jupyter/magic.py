@@ -19,8 +19,7 @@ from IPython.display import display
 from ..config import CONFIG
 from ..models.nnsight import NNsight
 from ..tracing.source import Body, compile_statements
-from ..tracing.tracebacks import user_frames
-from . import activations
+from . import activations, cell_errors
 from .cell_args import USAGE, CellArgs, parse, split
 from .summary import SavedSummary
 
@@ -50,9 +49,9 @@ class TraceMagics(Magics):
         try:
             saved = tracer.execute(body, {"tracer": tracer}, self._shell.user_ns)
         except BaseException as error:
-            if not CONFIG.APP.DEBUG:
-                error.__traceback__ = user_frames(error.__traceback__)
-            raise error from error.__cause__
+            if CONFIG.APP.DEBUG:
+                raise
+            raise cell_errors.shown(error, args, line, body.filename) from error.__cause__
         if stats is not None:
             activations.keep(model, stats)
         self._shell.user_ns.update(saved)
@@ -107,12 +106,12 @@ class TraceMagics(Magics):
     def _compile(self, line: str, cell: str) -> Body:
         """The cell as a trace body, line 1 being the `%%trace` line."""
         text = f"# %%trace {line}\n{cell}"
-        filename = self._shell.compile.cache(text, self._shell.execution_count)
-        __tracebackhide__ = True  # noqa: F841
+        number = cell_errors.cell_number(self._shell)
+        filename = self._shell.compile.cache(text, number)
         try:
             tree = ast.parse(text, filename)
-        except SyntaxError as error:  # it names the cell's line: show it as any cell's error
-            raise error.with_traceback(None) from None
+        except SyntaxError as error:
+            raise cell_errors.syntax(error, f"Cell In[{number}]") from None
         if not tree.body:
             raise UsageError(f"the %%trace cell has no code to run.\n{USAGE}")
         return compile_statements(tree.body, filename, 1, text.splitlines(True), target="tracer")

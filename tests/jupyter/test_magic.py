@@ -120,6 +120,39 @@ def test_errors_point_at_the_cells_own_line(with_llm):
     assert result.success
 
 
+def test_a_traceback_names_the_running_cell(with_llm):
+    shell, _ = with_llm
+    run(shell, "y = 1")  # IPython counts each cell before it runs: the label must not be n + 1
+    result, captured = run(shell, "%%trace llm prompt\nhs = llm.transformer.h[0].output\nhs[:, 99]")
+    last = list(_walk(result.error_in_exec.__traceback__))[-1]
+    label = shell.compile.format_code_name(last.tb_frame.f_code.co_filename)
+    assert label == ("Cell", f"In[{result.execution_count}]")
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("%%trace llm\nx = llm.lm_head.output.save()", "this trace has no input"),
+        ("%%trace net torch.ones(1, 3) --bogus 1\nx = net[0].output.save()", "unexpected keyword"),
+        ("%%trace llm prompt\nx = llm.lm_head.output.save(\n", "SyntaxError: '(' was never"),
+    ],
+)
+def test_errors_of_the_magics_line_are_one_message_without_frames(with_llm, cell, message):
+    shell, _ = with_llm
+    import nnsight_lab
+
+    shell.user_ns.update(
+        torch=torch, net=nnsight_lab.NNsight(torch.nn.Sequential(torch.nn.Linear(3, 2)))
+    )
+    result, captured = run(shell, cell)
+    assert type(result.error_in_exec).__name__ == "UsageError", result.error_in_exec
+    shown = captured.stdout + captured.stderr
+    assert message in shown
+    assert "Traceback" not in shown and "magic.py" not in shown and "File " not in shown
+    if "SyntaxError" in message:
+        assert f"Cell In[{result.execution_count}], line 2" in shown  # where the ( opened
+
+
 def _walk(tb):
     while tb is not None:
         yield tb
