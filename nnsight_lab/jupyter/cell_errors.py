@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import sys
 import traceback
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -31,7 +31,7 @@ def cell_number(shell: Any) -> int:
     frame: the frame that called the magic was compiled under the cell's name.
     """
     names = getattr(shell.compile, "_filename_map", {})
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_filename in names:
             return int(names[frame.f_code.co_filename])
@@ -66,7 +66,7 @@ def _about_the_line(error: BaseException, tb: TracebackType | None, args: CellAr
         return True
     if isinstance(error, TypeError):
         found = re.search(r"unexpected keyword argument '(\w+)'", str(error))
-        return bool(found) and found.group(1) in args.kwargs
+        return found is not None and found.group(1) in args.kwargs
     return False
 
 
