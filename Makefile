@@ -82,6 +82,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_patching.py
 	$(BIN)/python bench/bench_remote.py
+	$(BIN)/python bench/bench_ray.py
 
 # The demo model's cache (outside the checkout) and lab/ (your working copies) stay.
 clean:

@@ -3,6 +3,11 @@
     nnsight-lab serve --model ./gpt2-folder --model gpt2=openai-community/gpt2 \\
         --host 127.0.0.1 --port 8000 --api-keys keys.txt
 
+With `--executor ray` the replicas are Ray actors (`ray_executor`, imported only then):
+
+    nnsight-lab serve --executor ray --ray-address auto --model ./gpt2-folder \\
+        --replicas 2 --gpus-per-replica 1 --api-keys keys.txt
+
 The command parses and checks its arguments into `ServerSettings` first; the
 server's libraries (FastAPI, uvicorn) are imported only when it starts serving. Once
 every model is loaded it prints `serving on http://HOST:PORT` (with the real
@@ -13,12 +18,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .settings import KEYS_ENV, ServerSettings, load_keys
+from .settings import EXECUTORS, KEYS_ENV, ServerSettings, load_keys
+
+if TYPE_CHECKING:
+    from .executor import Executor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +55,10 @@ def settings_of(args: argparse.Namespace) -> ServerSettings:
     Raises:
         ValueError: an argument is wrong or unsafe (the message says which).
     """
-    if args.executor != "local":
-        raise ValueError(f"unknown executor {args.executor!r}: this version has only 'local'")
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise ValueError(
+            "--executor ray needs Ray, which is not installed: pip install 'nnsight_lab[ray]'"
+        )
     return ServerSettings(
         models=dict(_model(spec) for spec in args.model),
         api_keys=load_keys(args.api_keys, os.environ),
@@ -62,6 +74,9 @@ def settings_of(args: argparse.Namespace) -> ServerSettings:
         results_dir=args.results_dir,
         result_ttl=args.result_ttl,
         executor=args.executor,
+        ray_address=args.ray_address,
+        gpus_per_replica=args.gpus_per_replica,
+        cpus_per_replica=args.cpus_per_replica,
     )
 
 
@@ -74,7 +89,7 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
 
     from .server import Lab, create_app
 
-    app = create_app(settings)
+    app = create_app(settings, _executor(settings))
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -99,6 +114,18 @@ async def serve(settings: ServerSettings, announce: Callable[[str], None] = prin
         sys.stdout.flush()
     await serving
     return 0 if lab.failure is None and server.started else 1
+
+
+def _executor(settings: ServerSettings) -> Executor | None:
+    """The executor `settings` names; None: the server's default (worker processes here).
+
+    Ray's module is imported only here, so a default server never imports Ray.
+    """
+    if settings.executor != "ray":
+        return None
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(settings)
 
 
 def _model(text: str) -> tuple[str, str]:
@@ -152,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
         default=8,
         help="unfinished requests one key may have (default 8)",
     )
-    add("--replicas", type=int, default=1, help="worker processes per model (default 1)")
+    add("--replicas", type=int, default=1, help="copies of each model (default 1)")
     add(
         "--worker-memory-gb",
         type=float,
@@ -172,8 +199,35 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept pickled helpers from clients (loopback hosts only)",
     )
-    add("--executor", default="local", choices=["local"], help="what runs requests")
+    _executor_flags(serve)
     return parser
+
+
+def _executor_flags(serve: argparse.ArgumentParser) -> None:
+    add = serve.add_argument
+    add(
+        "--executor",
+        default="local",
+        choices=EXECUTORS,
+        help="what runs requests: 'local' worker processes here (default), or 'ray' actors",
+    )
+    add(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="the Ray cluster to join ('auto', HOST:PORT; default: start one here)",
+    )
+    add(
+        "--gpus-per-replica",
+        type=float,
+        default=0.0,
+        help="GPUs Ray gives each replica (model spread over them; default 0)",
+    )
+    add(
+        "--cpus-per-replica",
+        type=float,
+        default=1.0,
+        help="CPUs Ray reserves for each replica (default 1)",
+    )
 
 
 if __name__ == "__main__":

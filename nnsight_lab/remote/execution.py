@@ -76,11 +76,16 @@ class Outcome:
     warnings: tuple[Failure, ...] = ()
 
 
-def load_model(spec: str) -> NNsight:
-    """The model a server serves under a spec: a folder or hub id of a causal LM."""
+def load_model(spec: str, device_map: str | None = None) -> NNsight:
+    """The model a server serves under a spec: a folder or hub id of a causal LM.
+
+    `device_map="auto"` spreads it over the GPUs this process sees (a Ray replica's).
+    """
     from ..models.language_model import LanguageModel
 
-    return LanguageModel(spec, dispatch=True)
+    if device_map is None:
+        return LanguageModel(spec, dispatch=True)
+    return LanguageModel(spec, dispatch=True, device_map=device_map)
 
 
 def describe_spec(spec: str) -> dict[str, Any]:

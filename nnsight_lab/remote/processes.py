@@ -10,6 +10,10 @@ was cancelled, died, sent nonsense or was changed by its body (`tainted`) is
 killed (its whole process group) and replaced in the background; until the new
 one has loaded its model, that replica is busy. Nothing here blocks the event
 loop: pipes are asyncio streams, file moves run in threads.
+
+The pool logic (idle queue, timeout, cancel, replace) knows a replica only through
+`Replica`; `ray_executor` reuses it with replicas that are Ray actors, each
+running the same `Worker` on its node.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import nnsight_lab
 
@@ -52,8 +56,59 @@ class WorkerError(RuntimeError):
     """A worker could not load its model, or stopped speaking the protocol."""
 
 
-class _Worker:
-    """One worker process: its pipes, its folder, and the tail of its log."""
+class Replica(Protocol):
+    """One copy of a model as the pool sees it: a `Worker` here, a Ray actor's elsewhere."""
+
+    model: str
+
+    @property
+    def alive(self) -> bool: ...
+
+    async def request(self, request_id: str, encoded: str, timeout: float) -> dict[str, Any] | None:
+        """Send a request (`encoded`: its JSON); the reply, or None if the replica ended."""
+        ...
+
+    async def deliver(self, request_id: str, path: Path, limit: int) -> int:
+        """Move the result to `path` if at most `limit` bytes; its size (-1: none written)."""
+        ...
+
+    def kill(self) -> None: ...
+
+    async def returncode(self) -> int | None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerOptions:
+    """What a worker is started with: the model and the limits, never a key."""
+
+    spec: str
+    max_result_bytes: int
+    memory_gb: float
+    trusted: bool = False
+    device_map: str | None = None
+
+    @classmethod
+    def of(cls, settings: ServerSettings, model: str) -> WorkerOptions:
+        return cls(
+            settings.models[model],
+            settings.max_result_bytes,
+            settings.worker_memory_gb,
+            settings.trusted,
+        )
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "nnsight_lab.remote.worker", "--model", self.spec]
+        command += ["--max-result-bytes", str(self.max_result_bytes)]
+        command += ["--memory-gb", str(self.memory_gb)]
+        command += ["--trusted"] if self.trusted else []
+        command += ["--device-map", self.device_map] if self.device_map else []
+        return command
+
+
+class Worker:
+    """One worker process: its pipes, its folder, and the tail of its log (a `Replica`)."""
 
     def __init__(self, model: str, process: asyncio.subprocess.Process, folder: Path) -> None:
         self.model, self.process, self.folder = model, process, folder
@@ -61,21 +116,26 @@ class _Worker:
         self._drain = asyncio.create_task(self._read_log())
 
     @classmethod
-    async def spawn(cls, model: str, settings: ServerSettings) -> _Worker:
-        """Start a worker for `model` and wait until it has loaded it."""
-        folder = Path(tempfile.mkdtemp(prefix="nnsight-lab-worker-"))
-        command = [sys.executable, "-m", "nnsight_lab.remote.worker"]
-        command += ["--model", settings.models[model]]
-        command += ["--max-result-bytes", str(settings.max_result_bytes)]
-        command += ["--memory-gb", str(settings.worker_memory_gb)]
-        command += ["--trusted"] if settings.trusted else []
+    async def spawn(
+        cls,
+        model: str,
+        options: WorkerOptions,
+        extra_env: Mapping[str, str] | None = None,
+        parent: Path | None = None,
+    ) -> Worker:
+        """Start a worker for `model` and wait until it has loaded it.
+
+        `extra_env` adds to its empty environment (a Ray actor passes the GPUs Ray gave
+        it); its folder is made in `parent` (default: the temporary folder).
+        """
+        folder = Path(tempfile.mkdtemp(prefix="nnsight-lab-worker-", dir=parent))
         process = await asyncio.create_subprocess_exec(
-            *command,
+            *options.command(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=folder,
-            env=worker_environment(folder),
+            env=worker_environment(folder) | dict(extra_env or {}),
             start_new_session=True,  # its own process group: one killpg stops what it started
             limit=LINE_LIMIT,
         )
@@ -96,6 +156,27 @@ class _Worker:
             raise WorkerError(
                 f"a worker could not load model {self.model!r}: {why}\n{tail}".rstrip()
             )
+
+    def __str__(self) -> str:
+        return f"pid {self.process.pid}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+    async def request(self, request_id: str, encoded: str, timeout: float) -> dict[str, Any] | None:
+        result = self.folder / f"result-{request_id}"
+        head = {"id": request_id, "result": str(result), "timeout": timeout}
+        return await self.ask(json.dumps(head)[:-1] + f', "request": {encoded}}}')
+
+    async def deliver(self, request_id: str, path: Path, limit: int) -> int:
+        result = self.folder / f"result-{request_id}"
+        size = result.stat().st_size if result.exists() else -1
+        if 0 <= size <= limit:
+            await asyncio.to_thread(shutil.move, result, path)
+        else:
+            result.unlink(missing_ok=True)
+        return size
 
     async def ask(self, line: str) -> dict[str, Any] | None:
         """Send one request (a JSON line); its reply, or None if the worker ended first."""
@@ -167,8 +248,8 @@ class ProcessExecutor:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self._idle: dict[str, asyncio.Queue[_Worker]] = {}
-        self._live: set[_Worker] = set()
+        self._idle: dict[str, asyncio.Queue[Replica]] = {}
+        self._live: set[Replica] = set()
         self._cancels: dict[str, asyncio.Event] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -212,7 +293,7 @@ class ProcessExecutor:
             try:
                 outcome, healthy = await self._exchange(worker, request_id, encoded, cancel)
                 if outcome.failure is None:
-                    outcome = await self._deliver(outcome, worker.folder, request_id, result_path)
+                    outcome = await self._deliver(outcome, worker, request_id, result_path)
             finally:  # a worker that may hold anything of this request is not reused
                 if healthy:
                     self._idle[model].put_nowait(worker)
@@ -235,15 +316,19 @@ class ProcessExecutor:
         await asyncio.gather(*(worker.close() for worker in list(self._live)))
         self._live.clear()
 
+    async def _spawn(self, model: str) -> Replica:
+        """A new replica of `model`, loaded; raises `WorkerError` if it cannot load."""
+        return await Worker.spawn(model, WorkerOptions.of(self.settings, model))
+
     async def _add(self, model: str) -> None:
-        worker = await _Worker.spawn(model, self.settings)
+        worker = await self._spawn(model)
         if self._closing:
             await worker.close()
             return
         self._live.add(worker)
         self._idle[model].put_nowait(worker)
 
-    async def _take(self, model: str, cancel: asyncio.Event) -> _Worker | None:
+    async def _take(self, model: str, cancel: asyncio.Event) -> Replica | None:
         """A live idle worker of `model`, or None if the request is cancelled first."""
         while True:
             getting = asyncio.ensure_future(self._idle[model].get())
@@ -264,19 +349,16 @@ class ProcessExecutor:
             if cancel.is_set():
                 self._idle[model].put_nowait(worker)
                 return None
-            if worker.process.returncode is None:
+            if worker.alive:
                 return worker
             self._replace(worker)  # it died while idle
 
     async def _exchange(
-        self, worker: _Worker, request_id: str, encoded: str, cancel: asyncio.Event
+        self, worker: Replica, request_id: str, encoded: str, cancel: asyncio.Event
     ) -> tuple[Outcome, bool]:
         """Send the request to `worker`; its outcome, and whether the worker may be reused."""
         timeout = self.settings.request_timeout
-        result = worker.folder / f"result-{request_id}"
-        head = {"id": request_id, "result": str(result), "timeout": timeout}
-        line = json.dumps(head)[:-1] + f', "request": {encoded}}}'
-        asking = asyncio.ensure_future(worker.ask(line))
+        asking = asyncio.ensure_future(worker.request(request_id, encoded, timeout))
         cancelling = asyncio.ensure_future(cancel.wait())
         try:
             done, _ = await asyncio.wait(
@@ -293,13 +375,13 @@ class ProcessExecutor:
         worker.kill()
         return _failed(faults.cancelled() if cancel.is_set() else faults.timed_out(timeout)), False
 
-    async def _answered(self, worker: _Worker, asking: asyncio.Future[Any]) -> tuple[Outcome, bool]:
+    async def _answered(self, worker: Replica, asking: asyncio.Future[Any]) -> tuple[Outcome, bool]:
         """The outcome in the worker's reply; a died failure if it has none."""
         try:
             reply = asking.result()
             outcome = None if reply is None else decode_outcome(reply.get("outcome"))
         except Exception as error:  # a worker that breaks the protocol is not trusted again
-            log.warning("worker %s broke the protocol: %s", worker.process.pid, error)
+            log.warning("worker %s broke the protocol: %s", worker, error)
             worker.kill()
             outcome = None
         if outcome is None:
@@ -307,25 +389,22 @@ class ProcessExecutor:
         return outcome, not outcome.tainted
 
     async def _deliver(
-        self, outcome: Outcome, folder: Path, request_id: str, path: Path
+        self, outcome: Outcome, worker: Replica, request_id: str, path: Path
     ) -> Outcome:
-        """Move the result file out of the worker's folder to `path`, checking its size."""
-        result = folder / f"result-{request_id}"
+        """Bring the result file from the worker to `path`, checking its size."""
         limit = self.settings.max_result_bytes
-        size = result.stat().st_size if result.exists() else -1
+        size = await worker.deliver(request_id, path, limit)
         failure: Failure | None = None
         if size < 0:
             failure = faults.fault("the worker reported a result but wrote none")
         elif size > limit:
             failure = faults.result_too_large(limit)
-        else:
-            await asyncio.to_thread(shutil.move, result, path)
         if failure is None:
             return dataclasses.replace(outcome, failure=None, size=size)
-        result.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         return dataclasses.replace(outcome, failure=failure, size=0)
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: Replica) -> None:
         """Kill `worker` and start another for its model in the background."""
         worker.kill()
         self._live.discard(worker)
@@ -334,7 +413,7 @@ class ProcessExecutor:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _replacement(self, old: _Worker) -> None:
+    async def _replacement(self, old: Replica) -> None:
         await old.close()
         for attempt in itertools.count():
             try:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 KEYS_ENV = "NNSIGHT_LAB_API_KEYS"
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,11 @@ class ServerSettings:
         results_dir: where finished results wait to be fetched (None: a fresh
             temporary folder).
         result_ttl: seconds a result (and its request's status) is kept.
-        executor: which executor runs requests ("local": worker processes here).
+        executor: which executor runs requests ("local": worker processes here;
+            "ray": Ray actors, see `ray_executor`).
+        ray_address: the Ray cluster to join (None: start a local one); "ray" only.
+        gpus_per_replica, cpus_per_replica: what Ray reserves for each replica
+            (with GPUs the model is spread over them, `device_map="auto"`).
 
     Raises:
         ValueError: a setting is out of range or unsafe (the message says which).
@@ -75,6 +80,9 @@ class ServerSettings:
     results_dir: Path | None = None
     result_ttl: float = 600.0
     executor: str = "local"
+    ray_address: str | None = None
+    gpus_per_replica: float = 0.0
+    cpus_per_replica: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -97,6 +105,21 @@ class ServerSettings:
         _at_least("worker_memory_gb", self.worker_memory_gb, 0)
         _at_least("result_ttl", self.result_ttl, 1)
         _at_least("port", self.port, 0)
+        self._check_executor()
+
+    def _check_executor(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.executor!r}: choose one of {EXECUTORS}")
+        _at_least("gpus_per_replica", self.gpus_per_replica, 0)
+        _at_least("cpus_per_replica", self.cpus_per_replica, 0)
+        ray_only = {
+            "--ray-address": self.ray_address is not None,
+            "--gpus-per-replica": self.gpus_per_replica != 0,
+            "--cpus-per-replica": self.cpus_per_replica != 1,
+        }
+        given = [flag for flag, set_ in ray_only.items() if set_]
+        if given and self.executor != "ray":
+            raise ValueError(f"{', '.join(given)} need --executor ray")
 
     @property
     def mode(self) -> str:

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     try:
-        model = execution.load_model(options.model)
+        model = execution.load_model(options.model, device_map=options.device_map)
     except Exception as error:
         _send(writer, {"failed": f"{type(error).__name__}: {error}"})
         return 1
@@ -142,6 +142,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trusted", action="store_true")
     parser.add_argument("--max-result-bytes", type=int, required=True)
     parser.add_argument("--memory-gb", type=float, default=0.0)
+    parser.add_argument("--device-map", help='"auto": spread the model over the visible GPUs')
     return parser.parse_args(argv)
 
 

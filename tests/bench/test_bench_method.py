@@ -71,3 +71,16 @@ def test_a_quick_remote_run_prints_its_figures():
     added = rows["added_ms"].split("added ")[1].split()[0]
     assert math.isfinite(float(added)), rows["added_ms"]
     assert "8 clients" in rows["rps_8"]
+
+
+@pytest.mark.ray
+def test_a_quick_ray_run_prints_its_figures():
+    path = os.path.join(os.path.dirname(bench_core.__file__), "bench_ray.py")
+    run = subprocess.run(
+        [sys.executable, path, "--quick"], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = {line.split()[0]: line for line in run.stdout.splitlines() if line.strip()}
+    added = rows["added_ms"].split("added ")[1].split()[0]
+    assert math.isfinite(float(added)), rows["added_ms"]
+    assert "1 replica" in rows["rps_8"] and "2 replicas" in rows["rps_8"]
