@@ -1,6 +1,7 @@
 """nnsight_lab: look inside and edit any PyTorch model.
 
-Code written for nnsight runs after `import nnsight_lab as nnsight`::
+Code written for nnsight runs after `import nnsight_lab as nnsight` (its 0.8 names too:
+`TransformersModel`, `Envoy`, `NNsightDeprecationWarning`)::
 
     model = NNsight(net)
     with model.trace(x):
@@ -10,11 +11,14 @@ Code written for nnsight runs after `import nnsight_lab as nnsight`::
 from __future__ import annotations
 
 from .config import CONFIG
+from .engine.envoy import Envoy
 from .errors import (
+    NNsightDeprecationWarning,
     NNsightError,
     NNsightWarning,
     NotReachedError,
     OutOfOrderError,
+    OutputIndexWarning,
     PolicyError,
     RemoteError,
     TraceSourceError,
@@ -22,23 +26,27 @@ from .errors import (
     TracingValueError,
     WireError,
 )
-from .models import LanguageModel, NNsight, demo_model
+from .models import LanguageModel, NNsight, TransformersModel, demo_model
 from .remote import login, status, whoami
 from .tracing import save
 
 __all__ = [
     "CONFIG",
+    "Envoy",
     "LanguageModel",
     "NNsight",
+    "NNsightDeprecationWarning",
     "NNsightError",
     "NNsightWarning",
     "NotReachedError",
     "OutOfOrderError",
+    "OutputIndexWarning",
     "PolicyError",
     "RemoteError",
     "TraceSourceError",
     "TracingError",
     "TracingValueError",
+    "TransformersModel",
     "WireError",
     "demo_model",
     "login",

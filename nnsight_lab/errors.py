@@ -13,6 +13,9 @@ and what to do next::
           ├── PolicyError        the body uses something a server does not allow (names the line)
           └── WireError          a value cannot travel between client and server
     NNsightWarning               base class of our warnings
+     ├── NNsightDeprecationWarning  an nnsight spelling that still works, with its new name
+     │                           (also a FutureWarning, as nnsight's: shown by default)
+     └── OutputIndexWarning      `block.output[0]` on a block that returns a tensor
 """
 
 from __future__ import annotations
@@ -77,3 +80,22 @@ class WireError(RemoteError):
 
 class NNsightWarning(UserWarning):
     """Base class of nnsight_lab warnings."""
+
+
+class NNsightDeprecationWarning(NNsightWarning, FutureWarning):
+    """An nnsight spelling that still works but has a newer name (the message gives it).
+
+    A `FutureWarning` like nnsight's own, not a `DeprecationWarning`: Python hides
+    those outside `__main__`, so users of a notebook or a helper module would never
+    see it. Silence only these with
+    `warnings.filterwarnings("ignore", category=nnsight_lab.NNsightDeprecationWarning)`.
+    """
+
+
+class OutputIndexWarning(NNsightWarning):
+    """`block.output[0]` on a transformers decoder block that returns a tensor.
+
+    Until transformers 5 a GPT-2 or Llama block returned a tuple whose first item was
+    the hidden states; now it returns the hidden states `[batch, seq, hidden]` itself,
+    so `[0]` is the first batch row. Read `block.output`.
+    """

@@ -15,7 +15,8 @@ from ..errors import TracingError, TracingValueError
 from ..tracing import Body, Namespace, save
 from ..tracing import rewrite as names
 from .backward import Backward, grad_of, set_grad
-from .cache import Cache
+from .cache import start as start_cache
+from .inputs import prepare_input
 from .interleaver import Interleaver
 from .mediator import Mediator
 from .stepped_mediator import REQUEST, SteppedMediator, can_step
@@ -93,15 +94,6 @@ def source_of(value: Any) -> Any:
         raise
 
 
-def start_cache(interleaver: Interleaver, cache: Cache) -> None:
-    """Have `interleaver` offer `cache` the values of the modules it covers."""
-    interleaver.cache = cache
-    for path in cache.paths:
-        interleaver.expect(path, "output")
-        if cache.include_inputs:
-            interleaver.expect(path, "input")
-
-
 def run_invokes(tracer: Tracer, invokes: list[Invoke], backend: LocalBackend) -> None:
     """Batch the invokes' inputs, run the model once (`backend.call`) with every body
     interleaved."""
@@ -110,7 +102,8 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke], backend: LocalBackend) ->
     for invoke in invokes:
         rows = None
         if invoke.args or invoke.kwargs:
-            batch, count = model._prepare_input(*invoke.args, **invoke.kwargs)
+            where = invoke.body or tracer.body  # names the user's line in an input error
+            batch, count = prepare_input(model, invoke.args, invoke.kwargs, where)
             prepared.append(batch)
             rows = (size, size + count)
             size += count
@@ -135,8 +128,8 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke], backend: LocalBackend) ->
             mediator.rows = None  # the whole batch: nothing to cut
     edits = [Mediator(e.body.code, e.fresh_namespace(), None) for e in model._edits]
     interleaver = Interleaver(edits + mediators, size)
-    if tracer.pending_cache is not None:
-        start_cache(interleaver, tracer.pending_cache)
+    for cache in tracer.pending_caches:
+        start_cache(interleaver, cache)
     interleaver.stop_when_done = backend.stops_early
     tracer.result = interleaver.run(model._router, lambda: backend.call(tracer, args, kwargs))
 

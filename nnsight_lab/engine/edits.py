@@ -6,6 +6,11 @@ start of every later trace of the edited model (before the trace's own bodies,
 so they see the edited values). `model.edit()` gives a shallow copy that
 carries the edits (the original stays unedited); `inplace=True` edits the model
 itself; `clear_edits()` removes them.
+
+`with model.edit() as edited:` binds the model that carries the edits;
+`with model.edit() as (tracer, edited):`, nnsight 0.8's form, binds the edit's
+tracer and that model. Which one the statement wants is read from its bytecode
+(it unpacks into two names or not), so neither form is a guess.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..tracing import Body, CapturingContext, Namespace
 from .backends import helpers
+from .bytecode import unpacks_into
+from .iteration import Iteration, Steps
 
 if TYPE_CHECKING:
     from ..models.nnsight import NNsight
@@ -46,8 +53,20 @@ class Editor(CapturingContext):
             self.model.__dict__.update(model.__dict__)
             object.__setattr__(self.model, "_edits", list(model._edits))
 
-    def entered(self) -> NNsight:
+    def entered(self) -> NNsight | tuple[Editor, NNsight]:
+        frame = self._frame
+        if frame is not None and unpacks_into(frame) == 2:
+            return self, self.model
         return self.model
+
+    @property
+    def iter(self) -> Steps:
+        """`tracer.iter[steps]` in the edit's body: apply it at those generation steps."""
+        return Steps()
+
+    def all(self) -> Iteration:
+        """Every step: the same as `tracer.iter[:]`."""
+        return Steps()[:]
 
     def run(self, body: Body, frame: FrameType) -> None:
         # Saving inside an edit keeps nothing: an edit's values stay with the edit.

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import TracingError
+from .aliases import Rename, bind, envoy_class
 from .inputs import FirstInput
 from .mediator import current_mediator
+from .pitfalls import is_block, warn_output_index
 from .source import SourceView, source_view
 
 _VALUES = ("output", "input", "inputs")
@@ -31,16 +34,57 @@ class Envoy(FirstInput):
     Args:
         module: the module.
         path: its dotted path from the root, the root being `"model"`.
+        rename: extra names for modules, e.g. `{"transformer.h": "layers"}` (see `aliases`).
+        envoys: the Envoy class to use per module: one class, or a dict keyed by module
+            class or by path suffix (see `aliases`).
+
+    Example:
+        >>> class Attention(Envoy):
+        ...     pass
+        >>> model = NNsight(net, envoys={torch.nn.MultiheadAttention: Attention})
     """
 
-    def __init__(self, module: nn.Module, path: str = "model") -> None:
+    _block = False  # a transformers block: check `.output[0]` on it (see `pitfalls`)
+    root_class: ClassVar[type[Envoy] | None] = None
+    """What an envoy made alone, `Envoy(module)` (or a subclass's), also is: a traceable
+    model (`NNsight`), as in nnsight, where the root envoy is the model. Set by `models`,
+    which the engine does not import."""
+
+    def __new__(cls, module: nn.Module, path: str = "model", **kwargs: Any) -> Envoy:
+        root = Envoy.root_class
+        if path == "model" and root is not None and not issubclass(cls, root):
+            cls = _traceable(cls, root)  # Python then runs its `__init__(module, **kwargs)`
+        return object.__new__(cls)
+
+    def __init__(
+        self,
+        module: nn.Module,
+        path: str = "model",
+        *,
+        rename: Rename | None = None,
+        envoys: Any = None,
+    ) -> None:
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_path", path)
-        children = {name: Envoy(child, f"{path}.{name}") for name, child in module.named_children()}
+        if is_block(module):
+            object.__setattr__(self, "_block", True)
+        children = {}
+        for name, child in module.named_children():
+            child_path = f"{path}.{name}"
+            cls = envoy_class(envoys, rename, child, child_path) or Envoy
+            children[name] = cls(child, child_path, rename=rename, envoys=envoys)
         object.__setattr__(self, "_children", children)
         for name, child in children.items():
             if not hasattr(type(self), name):
                 object.__setattr__(self, name, child)
+        if rename:
+            bind(self, rename)
+
+    @property
+    def path(self) -> str:
+        """The module's dotted path from the root (`"model.transformer.h.0"`): where its
+        values are in a trace, and its key in `tracer.cache()`. Aliases share it."""
+        return self._path
 
     # -- the tree ------------------------------------------------------------
 
@@ -100,7 +144,13 @@ class Envoy(FirstInput):
     @property
     def output(self) -> Any:
         """The module's output (of this call), as the model returned it."""
-        return current_mediator(self._path, "output").get(self._path, "output")
+        mediator = current_mediator(self._path, "output")
+        value = mediator.get(self._path, "output")
+        if self._block:  # `block.output[0]` on a tensor is a transformers-4 habit: warn
+            generator = getattr(mediator, "generator", None)  # a stepped body's frame
+            frame = generator.gi_frame if generator is not None else sys._getframe(1)
+            warn_output_index(self._path, value, frame)
+        return value
 
     @output.setter
     def output(self, value: Any) -> None:
@@ -172,6 +222,16 @@ class Envoy(FirstInput):
             ...     attn = llm.transformer.h[0].attn.source.attention_interface_0.output.save()
         """
         return source_view(self._module, self._path)
+
+
+@functools.cache
+def _traceable(cls: type[Envoy], root: type[Envoy]) -> type[Envoy]:
+    """`cls` with the model's methods (`trace`, `generate`, ...) of `root`, for a root envoy."""
+    if cls is Envoy:
+        return root
+    return type(
+        cls.__name__, (cls, root), {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    )
 
 
 def _returning_envoy(envoy: Envoy, method: Callable[..., Any]) -> Callable[..., Any]:

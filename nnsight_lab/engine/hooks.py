@@ -7,10 +7,16 @@ a body waits on that module. The wrappers are made once per model and reused,
 so installing is one dict write per module; removing restores exactly what was
 there before (an instance `forward` set by accelerate, or none), in `finally`.
 The wrapper runs on every module call: keep it lean.
+
+One trace at a time per model: `Router.lock` (re-entrant, so a trace may run inside
+another on the same thread) is held while a trace runs, so traces from several
+threads (a model server) take turns; a plain call of the model from another thread
+meanwhile runs its modules' own `forward`, unseen by the trace.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from itertools import repeat
 from operator import methodcaller
@@ -18,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from .batching import RowSkips
 from .source import source_forward, sourced_modules
 
 if TYPE_CHECKING:
     from .interleaver import Interleaver
 
 _MISSING = object()
+get_ident = threading.get_ident
 
 
 class _Plan:
@@ -67,7 +75,9 @@ class Router:
 
     def __init__(self, modules: list[tuple[str, nn.Module]]) -> None:
         self.modules = modules
+        self.lock = threading.RLock()  # held by the trace that runs on this model
         self.interleaver: Interleaver | None = None
+        self.thread: int | None = None  # the thread whose trace the wrappers serve
         self._wrappers: dict[str, tuple[Any, Callable]] = {}  # path -> (original, wrapper)
         self._plan: _Plan | None = None
 
@@ -77,6 +87,7 @@ class Router:
         if plan is None or not plan.current():  # first trace, a forward replaced, or nested
             plan = self._plan = self._make_plan()
         previous_interleaver, self.interleaver = self.interleaver, interleaver
+        self.thread = threading.get_ident()
         try:
             plan.install()
         except BaseException:
@@ -101,19 +112,22 @@ class Router:
 
     def call_unrouted(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
         """Call `module` (and its submodules) as outside a trace: nothing counted or offered."""
-        routed = [m.__dict__ for m in module.modules() if "__routed__" in _attrs(m)]
-        wrappers = [state["forward"] for state in routed]
-        for state, wrapper in zip(routed, wrappers, strict=True):
-            state["forward"] = wrapper.__routed__
-        try:
-            return module(*args, **kwargs)
-        finally:
+        with self.lock:  # it writes the modules' `forward` entries: not beside a trace
+            routed = [m.__dict__ for m in module.modules() if "__routed__" in _attrs(m)]
+            wrappers = [state["forward"] for state in routed]
             for state, wrapper in zip(routed, wrappers, strict=True):
-                state["forward"] = wrapper
+                state["forward"] = wrapper.__routed__
+            try:
+                return module(*args, **kwargs)
+            finally:
+                for state, wrapper in zip(routed, wrappers, strict=True):
+                    state["forward"] = wrapper
 
     def _restore(self, plan: _Plan, interleaver: Interleaver | None) -> None:
         plan.restore()
         self.interleaver = interleaver
+        if interleaver is None:
+            self.thread = None
 
     def _wrapper(self, path: str, module: nn.Module, original: Any) -> Callable:
         if getattr(original, "__routed__", None) is not None:
@@ -131,6 +145,8 @@ def _routed(router: Router, path: str, forward: Callable, module: nn.Module) -> 
     inputs, outputs = f"{path}.input.", f"{path}.output."
 
     def routed_forward(*args, **kwargs):
+        if get_ident() != router.thread:  # another thread calls the model: not the trace's
+            return forward(*args, **kwargs)
         interleaver = router.interleaver
         started = interleaver.started  # type: ignore[union-attr]
         index = started.get(path, 0)
@@ -142,6 +158,8 @@ def _routed(router: Router, path: str, forward: Callable, module: nn.Module) -> 
             output = interleaver.skips.pop(path, _MISSING)  # type: ignore[union-attr]
             if output is _MISSING:  # not skipped by `module.skip(value)`
                 output = body(*args, **kwargs)
+            elif type(output) is RowSkips:  # skipped by some invokes: for their rows
+                output = output.output(lambda: body(*args, **kwargs))
         else:
             output = body(*args, **kwargs)
         if path in interleaver.wanted_outputs:  # type: ignore[union-attr]

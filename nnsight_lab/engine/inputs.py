@@ -1,8 +1,12 @@
-"""A call's inputs `(args, kwargs)`, and its first input: what `.input` reads and replaces."""
+"""A call's inputs `(args, kwargs)`, and its first input: what `.input` reads and replaces;
+and an invoke's input made ready for the model (`prepare_input`)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from ..errors import TracingError
+from ..tracing import Body
 
 
 def first_input(inputs: tuple[tuple, dict]) -> Any:
@@ -34,3 +38,14 @@ class FirstInput:
     @input.setter
     def input(self, value: Any) -> None:
         self.inputs = with_first_input(self.inputs, value)  # type: ignore[misc]  # a subclass property
+
+
+def prepare_input(model: Any, args: tuple, kwargs: dict, where: Body | None) -> Any:
+    """`model._prepare_input(*args, **kwargs)`; an input the model refuses raises its
+    `TracingError` naming the user's line (`where`: the body of the trace or invoke)."""
+    try:
+        return model._prepare_input(*args, **kwargs)
+    except TracingError as error:
+        if where is None:
+            raise
+        raise type(error)(f"{where.filename}, line {where.lineno}: {error}") from error.__cause__

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import NotReachedError
+from ..tracing.tracebacks import reraise
+from . import tensor_save
 from .hooks import Router
 from .mediator import (
     AT_BARRIER,
@@ -29,6 +31,9 @@ from .mediator import (
     Mediator,
     _access,
 )
+from .pitfalls import never_ran_hint
+
+tensor_save.install()  # `tensor.save()` where no body's rewrite reaches (see `tensor_save`)
 
 _RUNNABLE = (DONE, AT_NAME)
 _IDLE = (DONE, NEW)
@@ -82,6 +87,12 @@ class Interleaver:
         Raises:
             The first error a body raised (with the body's traceback), or the model's.
         """
+        if router is None:
+            return self._run(None, call)
+        with router.lock:  # one trace at a time on a model (see `hooks`)
+            return self._run(router, call)
+
+    def _run(self, router: Router | None, call: Callable[[], Any]) -> Any:
         self.router = router
         try:
             waiting = False
@@ -107,10 +118,10 @@ class Interleaver:
         except Abort:
             error, self.error = self.error, None
             assert error is not None
-            raise error from error.__cause__
         finally:
             for mediator in self.mediators:
                 mediator.close()
+        reraise(error)  # outside `except Abort`: the user's error, not chained to Abort
 
     def _waiting(self) -> bool:
         for mediator in self.mediators:  # a loop, not any(): cheaper when it stops early
@@ -236,7 +247,8 @@ class Interleaver:
             state = mediator.state
             if state is WAITING:
                 if mediator.iterating:
-                    mediator.fail(IterationOver())  # no further step: the iteration ends
+                    # no further step: the iteration ends
+                    mediator.fail(IterationOver(mediator.location))
                 else:
                     mediator.fail(self.missed(mediator.location or ".."))
             elif state is AT_NAME:
@@ -254,10 +266,17 @@ class Interleaver:
     def missed(self, location: str) -> BaseException:
         """The error for a body that waits on `location` when the model has finished."""
         path, kind, _ = location.rsplit(".", 2)
+        if self.stopping:
+            return NotReachedError(
+                f"`{_access(path, kind)}` was never reached: `tracer.stop()` ended the forward "
+                "pass before the model got there. Read it before the `tracer.stop()` line (in "
+                "every invoke), or stop later."
+            )
         return NotReachedError(
             f"`{_access(path, kind)}` was never reached: the model finished without running "
             "it (with this input), so there is nothing to read. Check the module path with "
             "print(model), and that the branch holding this operation runs."
+            + (never_ran_hint(self.router.modules, path) if self.router is not None else "")
         )
 
     def _abort(self, mediator: Mediator) -> None:

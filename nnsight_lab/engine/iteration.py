@@ -8,6 +8,9 @@ with `iteration` set to the step (and `step` bound to it as an int); `for step
 in tracer.iter[...]:` does the same for a loop. An unbounded iteration (`[:]`,
 `tracer.all()`) ends when the model stops: the body waiting for the next step
 is ended (see `Mediator`), and a warning names the first line that did not run.
+A bounded one whose steps the model does not all run (`iter[5]` in a 3-token
+generation, `iter[0:3]` in a one-pass trace) ends the same way, and a warning
+names its line: that step was never reached.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class Iteration(CapturingContext):
     def run(self, body: Body, frame: FrameType) -> None:
         mediator = current_mediator("tracer.iter")
         namespace = frame.f_globals
-        with _iterating(mediator, body.after):
+        with _iterating(mediator, self, body.lineno, body.after):
             for index in self.indices():
                 _begin_step(mediator, index)
                 if body.target is not None:
@@ -71,8 +74,9 @@ class Iteration(CapturingContext):
     def __iter__(self) -> Iterator[int]:
         mediator = current_mediator("tracer.iter")
         frame = sys._getframe(1)  # the body running the `for` loop
-        after = statement_after(frame.f_code.co_filename, frame.f_lineno)
-        with _iterating(mediator, after):
+        line = frame.f_lineno
+        after = statement_after(frame.f_code.co_filename, line)
+        with _iterating(mediator, self, line, after):
             for index in self.indices():
                 _begin_step(mediator, index)
                 waits = mediator.waits
@@ -82,20 +86,21 @@ class Iteration(CapturingContext):
 
 
 class _iterating:
-    """Marks `mediator` as inside an iteration; restores its step afterwards."""
+    """Marks `mediator` as inside `iteration` (at `line`); restores its step afterwards."""
 
-    def __init__(self, mediator: Mediator, after: int | None) -> None:
-        self.mediator, self.after = mediator, after
+    def __init__(self, mediator: Mediator, iteration: Iteration, line: int, after: int | None):
+        self.mediator, self.iteration, self.line, self.after = mediator, iteration, line, after
 
     def __enter__(self) -> None:
         self.previous = self.mediator.iteration
         self.mediator.iterating += 1
 
-    def __exit__(self, kind: type | None, *exc: object) -> None:
+    def __exit__(self, kind: type | None, error: BaseException | None, *exc: object) -> None:
+        if isinstance(error, IterationOver):  # the model is done: tell the warning about us
+            bounded = self.iteration.steps.stop is not None
+            error.left(self.line, self.mediator.iteration, bounded, self.after)
         self.mediator.iterating -= 1
         self.mediator.iteration = self.previous
-        if kind is IterationOver and self.after is not None:
-            self.mediator.skipped_line = self.after  # unwinding outwards: the outermost wins
 
 
 def _begin_step(mediator: Mediator, index: int) -> None:

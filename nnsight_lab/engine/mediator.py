@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from greenlet import GreenletExit, getcurrent, greenlet
 
 from ..errors import NNsightWarning, NotReachedError, OutOfOrderError, TracingError
-from .batching import merge, narrow
+from .batching import merge, narrow, skip_rows
+from .greenlet_stack import run_deep
 
 if TYPE_CHECKING:
     from .interleaver import Interleaver
@@ -42,7 +43,33 @@ NEW, WAITING, AT_BARRIER, AT_NAME, RELEASED, DONE = State
 
 class IterationOver(BaseException):
     """Thrown into a body that waits for a step the model will never run: the open
-    `tracer.iter` ends there, and so does the body (nothing tells it no step follows)."""
+    `tracer.iter` ends there, and so does the body (nothing tells it no step follows).
+
+    On its way out it gathers, from each loop it leaves (`left`, innermost first), what
+    the warning names: the step and line of the innermost loop if it was bounded (it
+    was cut short: an unbounded one ends this way by design), and the line after the
+    outermost one that has a line after it (which did not run).
+    """
+
+    def __init__(self, location: str | None = None) -> None:
+        super().__init__(location)
+        self.location = location  # what the body waited for
+        self.cut_short: tuple[int, int] | None = None  # (line, step) of a bounded loop
+        self.after: int | None = None
+        self.loops = 0
+
+    def left(self, line: int, step: int, bounded: bool, after: int | None) -> None:
+        if self.loops == 0 and bounded:
+            self.cut_short = (line, step)
+        self.loops += 1
+        if after is not None:
+            self.after = after
+
+
+class Stopped(BaseException):
+    """Raised in a body by `tracer.stop()`: the body ends there, keeping what it saved,
+    and the interleaver ends the forward pass (not an `Exception`: the body's own
+    `except Exception` must not catch it and go on)."""
 
 
 class MediatorGreenlet(greenlet):
@@ -76,7 +103,6 @@ class Mediator:
         self.deferred = deferred  # runs after the model, reading only what it returned
         self.iteration = 0  # the call (step) of every module this body reads now
         self.iterating = 0  # how many `tracer.iter` blocks are open around the body's code
-        self.skipped_line: int | None = None  # first line an ended iteration kept from running
         self.waits = 0  # how many times the body has waited for the model
         self.generating = False  # steps are generation steps (calls of the root module)
         self.state = NEW
@@ -115,28 +141,14 @@ class Mediator:
 
     def _main(self) -> None:
         try:
-            exec(self.code, self.namespace)
-        except GreenletExit:
+            run_deep(self.code, self.namespace)  # not `exec`: see `greenlet_stack`
+        except (GreenletExit, Stopped):
             pass
-        except IterationOver:
-            self._warn_skipped()
+        except IterationOver as over:
+            warn_iteration_over(over, self.code.co_filename)
         except BaseException as error:  # reported to the model side, raised there
             self.error = error
         self.state = DONE
-
-    def _warn_skipped(self) -> None:
-        after = self.skipped_line
-        if after is not None:
-            filename = self.code.co_filename
-            warnings.warn_explicit(
-                f"line {after} did not run: `tracer.iter[...]` (or `tracer.all()`) waits for "
-                "steps until the model stops, so code after it in the same invoke never runs. "
-                "Move that code into a separate `with tracer.invoke():` after this one; it runs "
-                "once generation is over.",
-                NNsightWarning,
-                filename,
-                after,
-            )
 
     # -- called from the body (mediator side) --------------------------------
 
@@ -154,12 +166,11 @@ class Mediator:
 
     def skip(self, path: str, value: Any) -> None:
         """Do not run the module at `path` in this call; use `value` as its output."""
-        if self.rows is not None:
-            raise TracingError(
-                "`.skip()` replaces the module for the whole batch, so it cannot be used in one "
-                "invoke of several: skip it in a trace with a single input."
-            )
-        self._arrive(path, "input").skips[path] = value
+        interleaver = self._arrive(path, "input")
+        if self.rows is None:
+            interleaver.skips[path] = value
+        else:  # for this invoke's rows only (see `RowSkips`)
+            skip_rows(interleaver.skips, path, self.rows, interleaver.batch_size, value)
 
     def _returned(self, path: str, kind: str) -> Any:
         """For a deferred body: the model's result, the one value left after it ran."""
@@ -211,6 +222,36 @@ class Mediator:
         finally:
             interleaver.unexpect(path, kind)
             self.location = None
+
+
+def warn_iteration_over(over: IterationOver, filename: str) -> None:
+    """Warn that a bounded `tracer.iter` was cut short (naming its line), or else that
+    the line after an unbounded one did not run (naming that line)."""
+    after = f"; line {over.after} (after the loop) did not run" if over.after else ""
+    if over.cut_short is not None:
+        line, step = over.cut_short
+        path, kind, _ = (over.location or "model.input.0").rsplit(".", 2)
+        waited = "start" if (path, kind) == ("model", "input") else f"`{_access(path, kind)}`"
+        warnings.warn_explicit(
+            f"step {step} of this `tracer.iter[...]` was never reached: the model finished "
+            f"before the {waited} of step {step}, so the loop was cut short (what it saved in "
+            f"earlier steps is kept{after}). A one-pass trace has one step (0); a generation "
+            "has one per new token: ask for fewer steps, or generate more "
+            "(`max_new_tokens=`, `min_new_tokens=`).",
+            NNsightWarning,
+            filename,
+            line,
+        )
+    elif over.after is not None:
+        warnings.warn_explicit(
+            f"line {over.after} did not run: `tracer.iter[...]` (or `tracer.all()`) waits for "
+            "steps until the model stops, so code after it in the same invoke never runs. "
+            "Move that code into a separate `with tracer.invoke():` after this one; it runs "
+            "once generation is over.",
+            NNsightWarning,
+            filename,
+            over.after,
+        )
 
 
 def out_of_order(path: str, kind: str) -> OutOfOrderError:

@@ -3,8 +3,9 @@
 The scan backend runs the model under torch's `FakeTensorMode`: every tensor in
 the forward pass is a fake with a real shape, dtype and device, and no data; no
 weight is read, so it also works on a LanguageModel whose weights are still on
-the meta device. The body runs as in any trace; what it saves must not need real
-values (save `.shape`, not the tensor).
+the meta device. The body runs as in any trace, and what it saves comes back as
+it is: a saved tensor is a fake (its `.shape`, `.dtype` and `.device` are real,
+its values do not exist), as in nnsight.
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 
-from ..errors import TracingError
-from ..tracing import save
-from ..tracing.rewrite import SAVE
-from .backends import HELPERS, LocalBackend
+from .backends import LocalBackend
 
 if TYPE_CHECKING:
     from .tracer import Tracer
@@ -98,19 +96,6 @@ class ScanBackend(LocalBackend):
         with mode, torch.inference_mode():
             fake = tree_map(_faker(mode), (args, kwargs))
             return getattr(tracer.model, tracer.entry)(*fake[0], **fake[1])
-
-    def helpers(self, tracer: Tracer) -> dict[str, Any]:
-        return {**HELPERS, SAVE: _save_no_fakes}
-
-
-def _save_no_fakes(value: Any) -> Any:
-    if any(isinstance(leaf, FakeTensor) for leaf in tree_flatten(value)[0]):
-        raise TracingError(
-            "a scan computes shapes, not values, so this tensor has no data to keep. "
-            "Save what the scan knows instead, e.g. `x.shape` or `x.dtype`, or use "
-            "`model.trace(...)` for real values."
-        )
-    return save(value)
 
 
 def _faker(mode: FakeTensorMode) -> Callable[[Any], Any]:

@@ -32,7 +32,19 @@ from ..tracing.stepped import Stepped
 from .backward import Backward, GradientInterleaver
 from .envoy import Envoy
 from .iteration import Iteration, Steps, warn_no_reads
-from .mediator import DONE, WAITING, IterationOver, Mediator, State, out_of_order, stepping
+from .mediator import (
+    DONE,
+    WAITING,
+    IterationOver,
+    Mediator,
+    State,
+    Stopped,
+    out_of_order,
+    stepping,
+    warn_iteration_over,
+)
+from .pitfalls import warn_output_index
+from .plain_values import plain
 from .source.operation import OperationEnvoy
 
 if TYPE_CHECKING:
@@ -82,9 +94,10 @@ class SteppedMediator(Mediator):
     def park(self, state: State) -> None:
         raise TracingError(
             "a module's value was read inside a function that the trace body called, before "
-            "the model reached it; nnsight_lab ran this body without a coroutine because its "
-            "calls looked safe. Please report this body; meanwhile read the value in the body "
-            "itself and pass it to the function."
+            "the model reached it; nnsight_lab ran this body without a coroutine because every "
+            "value it uses looked plain (see `engine.plain_values`). Run it with "
+            "`nnsight_lab.CONFIG.APP.STEPPED = False`, or read the value in the body itself "
+            "and pass it to the function; and please report the body."
         )
 
     loops: list[_Loop] | None = None  # the open `tracer.iter` loops, outermost first
@@ -125,12 +138,12 @@ class SteppedMediator(Mediator):
                     self.waits += 1
                     interleaver.expect(path, kind)
                     return
-        except StopIteration:
+        except (StopIteration, Stopped):
             pass
-        except IterationOver:  # the model stopped while an unbounded loop waited for a step
-            if self.loops:
-                self.skipped_line = self.loops[0].after
-            self._warn_skipped()
+        except IterationOver as over:  # the model stopped while a loop waited for a step
+            for loop in reversed(self.loops or []):
+                over.left(loop.line, self.iteration, not loop.unbounded, loop.after)
+            warn_iteration_over(over, self.code.co_filename)
         except BaseException as error:  # reported to the model side, raised there
             self.error = error
         finally:
@@ -149,7 +162,11 @@ class SteppedMediator(Mediator):
         if request[-1] != "output" or self.rows is not None:
             return _plain(generator, request)  # through the envoy: rows, `.input`
         if len(request) == 2:
-            return generator.send, interleaver.value
+            value, owner = interleaver.value, request[0]
+            if getattr(owner, "_block", False):  # as `Envoy.output` checks
+                frame = generator.gi_frame  # type: ignore[attr-defined]
+                warn_output_index(owner._path, value, frame)
+            return generator.send, value
         interleaver.value = request[0]
         return generator.send, None
 
@@ -190,8 +207,8 @@ class SteppedMediator(Mediator):
         try:
             action = request[1]
             if action == "open":
-                _, _, tracer, selector, line, after, warns = request
-                loop = _Loop(tracer.iter[selector], self.iteration, line, after, warns)
+                _, _, steps, line, after, warns = request
+                loop = _Loop(steps, self.iteration, line, after, warns)
                 self.loops = [*(self.loops or []), loop]
                 self.iterating += 1
                 return generator.send, loop
@@ -323,7 +340,15 @@ _METHODS = (
 
 def can_step(stepped: Stepped, namespace: dict) -> bool:
     """Whether every call of a stepped body is safe with the values its names have now,
-    and what it steps through is a tracer's `iter`."""
+    every value it reads is `plain` (no user code of its own), and what it steps through
+    is a tracer's `iter`. A body that cannot step runs in a greenlet, with the same result."""
+    for name in stepped.reads:
+        try:
+            value = namespace[name]  # a Namespace: the caller's variables when not its own
+        except KeyError:
+            continue  # a builtin (checked as a call), or a name the body assigns first
+        if not plain(value):
+            return False
     for name in stepped.tracers:
         try:
             tracer = namespace[name]  # a Namespace: the caller's variables when not its own

@@ -20,10 +20,10 @@ import torch
 
 from ..errors import TracingError, TracingValueError
 from ..tracing import Body, CapturingContext, Layer, Namespace, SavingContext
-from .backends import LOCAL, Invoke, start_cache
-from .cache import Cache
+from .backends import LOCAL, Invoke
+from .cache import CPU, Cache, open_cache
 from .iteration import Iteration, Steps
-from .mediator import State, current_mediator
+from .mediator import State, Stopped, current_mediator
 from .session import in_session
 
 if TYPE_CHECKING:
@@ -57,12 +57,31 @@ class Tracer(SavingContext):
         self.kwargs = kwargs
         self.backend = backend
         self.entry = entry  # the model's method that runs it: "_run", "_generate"
-        self.pending_cache: Cache | None = None
+        self.pending_caches: list[Cache] = []  # opened while invokes are collected
         self.invokes: list[Invoke] = []
         self.namespace: Namespace | None = None
         self.scope: tuple[dict, dict] | None = None  # the caller's (locals, globals)
-        self.result: Any = None
+        self._result: Any = None  # what the model returned (see `result`)
         self.grad_enabled: bool | None = None  # the grad mode where the body starts
+
+    @property
+    def result(self) -> Any:
+        """What the traced call returned: the model's output for `trace`, the token ids
+        `[batch, seq]` for `generate`. Read in the body, it waits for the call to return
+        (save it to keep it); after the block it is the value itself.
+
+        Example:
+            >>> with llm.generate("Hello", max_new_tokens=3) as tracer:
+            ...     ids = tracer.result.save()
+        """
+        if current_mediator("tracer.result", optional=True) is None:
+            return self._result
+        returned = self.model.generator if self.entry == "_generate" else self.model
+        return returned.output
+
+    @result.setter
+    def result(self, value: Any) -> None:
+        self._result = value
 
     def reached(self) -> None:
         self.grad_enabled = torch.is_grad_enabled()
@@ -91,36 +110,52 @@ class Tracer(SavingContext):
         return Steps()[:]
 
     def stop(self) -> None:
-        """End the forward pass right after the current point: later modules do not run."""
+        """End the forward pass right after the current point: later modules do not run.
+
+        The body ends here too (what it saved so far reaches the caller; the lines after
+        `tracer.stop()` do not run). In a batch of invokes it ends the forward for all.
+
+        Example:
+            >>> with llm.trace("Hello") as tracer:
+            ...     layer0 = llm.transformer.h[0].output.save()
+            ...     tracer.stop()  # the later blocks do not run
+        """
         interleaver = current_mediator("tracer.stop()").interleaver
         interleaver.stopping = True
+        raise Stopped
 
-    def cache(self, modules: list | None = None, include_inputs: bool = False) -> Cache:
-        """Keep every module's output (or those of `modules`) after the trace.
+    def cache(
+        self,
+        modules: list | None = None,
+        device: torch.device | str | None = CPU,
+        dtype: torch.dtype | None = None,
+        detach: bool = True,
+        include_output: bool = True,
+        include_inputs: bool = False,
+    ) -> Cache:
+        """Record every module's output (or those of `modules`) from here on, kept after.
 
         Args:
             modules: envoys or paths to cache; all modules when None.
-            include_inputs: keep each module's inputs too.
+            device: move recorded tensors there (default the CPU; None: leave them).
+            dtype: cast recorded floating tensors to it.
+            detach: detach recorded tensors from the autograd graph.
+            include_output: record each call's output.
+            include_inputs: record each call's inputs `(args, kwargs)`.
 
         Returns:
-            The cache (saved: it is filled as the model runs).
+            The cache (saved: it fills as the model runs). Opened inside an invoke, it
+            holds that invoke's rows; a module called per generation step has one value
+            per step (`len(cache[path])`).
 
         Example:
             >>> with llm.trace("Hello") as tracer:
             ...     cache = tracer.cache()
             >>> cache["model.transformer.h.0"].output
         """
-        if modules is None:
-            paths = [path for path, _ in self.model._router.modules]
-        else:
-            paths = [getattr(m, "_path", m) for m in modules]
-        cache = self.save(Cache(paths, include_inputs))
-        mediator = current_mediator("tracer.cache()", optional=True)
-        if mediator is None:
-            self.pending_cache = cache  # collecting invokes: recorded once the model runs
-        else:
-            start_cache(mediator.interleaver, cache)
-        return cache
+        options: dict[str, Any] = {"device": device, "dtype": dtype, "detach": detach}
+        options.update(include_output=include_output, include_inputs=include_inputs)
+        return open_cache(self, modules, **options)
 
     def execute(self, body: Body, caller_locals: dict, caller_globals: dict) -> dict[str, Any]:
         """Run `body` as this trace's body, reading the caller's variables from the two

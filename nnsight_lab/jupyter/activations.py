@@ -31,7 +31,7 @@ class ActivationStats(Cache):
 def start(tracer: Any) -> ActivationStats:
     """Have `tracer` record the summaries of its model's module outputs."""
     stats = ActivationStats([path for path, _ in tracer.model._router.modules], False)
-    tracer.pending_cache = stats
+    tracer.pending_caches.append(stats)
     return stats
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from ..engine.aliases import Rename
 from ..engine.tracer import Tracer
 from ..errors import TracingError
 from . import servers
@@ -35,13 +36,22 @@ aliases: dict[str, Callable[[], str]] = {}
 class LanguageModel(NNsight):
     """A causal language model from the Hugging Face hub, a local folder, or memory.
 
+    `TransformersModel` (nnsight 0.8's name) is this same class.
+
     Args:
         model: a hub id or a local folder (loaded with `AutoModelForCausalLM`), or a
             model instance (then pass `tokenizer=` too).
         tokenizer: a tokenizer to use instead of loading one from `model`.
         dispatch: load the weights now instead of at the first trace.
+        rename: extra names for modules, e.g. `{"transformer.h": "layers"}` (see `NNsight`).
+        envoys: the Envoy subclass per module (see `NNsight`).
+        task: nnsight 0.8's pipeline task; only "text-generation" (the default) is
+            supported: this class loads causal language models.
         **kwargs: passed to `from_pretrained` (`device_map`, `dtype`/`torch_dtype`,
-            `trust_remote_code`, ...).
+            `trust_remote_code`, `attn_implementation`, ...).
+
+    Raises:
+        ValueError: `task` is not "text-generation".
 
     Example:
         >>> llm = LanguageModel("openai-community/gpt2", device_map="auto")
@@ -57,8 +67,16 @@ class LanguageModel(NNsight):
         *,
         tokenizer: PreTrainedTokenizerBase | None = None,
         dispatch: bool = False,
+        rename: Rename | None = None,
+        envoys: Any = None,
+        task: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if task not in (None, "text-generation"):
+            raise ValueError(
+                f"{type(self).__name__} loads causal language models (task='text-generation'); "
+                f"task={task!r} is not supported: wrap other models with NNsight(module)."
+            )
         shared = {k: kwargs[k] for k in _SHARED_KWARGS if k in kwargs}
         if isinstance(model, nn.Module):
             module, source, name = model, None, None
@@ -76,7 +94,7 @@ class LanguageModel(NNsight):
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(files, **shared)
             module = _empty_model(files, kwargs, shared)
         add_generator(module)
-        super().__init__(module)
+        super().__init__(module, rename=rename, envoys=envoys)
         object.__setattr__(self, "tokenizer", _ready(tokenizer))
         object.__setattr__(self, "_source", source)
         object.__setattr__(self, "_model_name", name or getattr(module.config, "_name_or_path", ""))
@@ -100,10 +118,17 @@ class LanguageModel(NNsight):
         object.__setattr__(self, "_source", None)
 
     def trace(self, *inputs: Any, **kwargs: Any) -> Tracer:
+        if not inputs:  # `llm.trace(input_ids=ids, attention_mask=mask)`: keyword input
+            inputs = _keyword_input(kwargs)
         remote = kwargs.get("remote", False)
         if not remote or remote == "local":  # a server has the weights: none here
             self.dispatch()
         return super().trace(*inputs, **kwargs)
+
+    def scan(self, *inputs: Any, **kwargs: Any) -> Tracer:
+        if not inputs:  # `llm.scan(input_ids=ids)`, as `trace`
+            inputs = _keyword_input(kwargs)
+        return super().scan(*inputs, **kwargs)
 
     def generate(self, *inputs: Any, **kwargs: Any) -> Tracer:
         """Generate with the `with` block's body interleaved; each model call is a step.
@@ -132,6 +157,8 @@ class LanguageModel(NNsight):
     # -- inputs ----------------------------------------------------------------
 
     def _prepare_input(self, *args: Any, **kwargs: Any) -> tuple[Any, int]:
+        if not args:  # `tracer.invoke(input_ids=ids)`
+            args = _keyword_input(kwargs)
         if len(args) != 1:
             raise TracingError(
                 "a LanguageModel invoke takes one input: a string, a list of strings, token "
@@ -148,6 +175,13 @@ class LanguageModel(NNsight):
             encoded = self.tokenizer(value, **kwargs)
             return _as_rows(encoded["input_ids"]), _as_rows(encoded["attention_mask"])
         if isinstance(value, Mapping):
+            if "input_ids" not in value:
+                raise TracingError(
+                    "a LanguageModel input given as a dict must hold 'input_ids' (token ids), "
+                    f"got the keys {list(value)}: pass the tokenizer's output, "
+                    '`llm.trace(llm.tokenizer("text", return_tensors="pt"))`, or the ids as '
+                    "keywords, `llm.trace(input_ids=ids, attention_mask=mask)`"
+                )
             ids = _as_rows(value["input_ids"])
             mask = value.get("attention_mask")
             return ids, (_as_rows(mask) if mask is not None else [[1] * len(r) for r in ids])
@@ -180,6 +214,21 @@ class LanguageModel(NNsight):
         return "position_ids" in inspect.signature(self._module.forward).parameters
 
 
+TransformersModel = LanguageModel
+"""nnsight 0.8's name for its Hugging Face model class: here the same class."""
+
+_INPUT_KEYS = ("input_ids", "attention_mask")
+
+
+def _keyword_input(kwargs: dict) -> tuple:
+    """The input given as keywords (`input_ids=`, `attention_mask=`), taken out of
+    `kwargs` as one tokenizer-like dict; () when there is none."""
+    if "input_ids" not in kwargs:
+        return ()
+    given = {k: kwargs.pop(k, None) for k in _INPUT_KEYS}
+    return ({k: v for k, v in given.items() if v is not None},)
+
+
 def add_generator(module: nn.Module) -> None:
     """Give the model its `generator` submodule (see `generation`), once."""
     if not isinstance(getattr(module, "generator", None), Generator):
@@ -210,5 +259,13 @@ def _as_rows(value: Any) -> list[list[int]]:
     if not value:
         raise TracingError("an empty input cannot be run")
     if isinstance(value[0], int):
-        return [list(value)]
-    return [list(row) for row in value]
+        rows = [list(value)]
+    else:
+        rows = [list(row) if isinstance(row, (list, tuple)) else [row] for row in value]
+    for row in rows:
+        if not row or not all(isinstance(t, int) for t in row):
+            raise TracingError(
+                "token ids must be rows of ints (a list, a list of lists, or an integer "
+                f"tensor), got a row {row[:4]!r}{'...' if len(row) > 4 else ''}"
+            )
+    return rows

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..engine.aliases import Rename
 from ..engine.edits import Editor
 from ..engine.envoy import Envoy
 from ..engine.hooks import Router
@@ -27,6 +28,15 @@ class NNsight(Envoy):
     Args:
         module: any PyTorch module. It is not copied or changed; a trace only
             routes its calls while the trace runs.
+        rename: extra names for modules, `{path or module class: alias or [aliases]}`,
+            e.g. `{"transformer.h": "layers", "attn": "self_attn"}`; an alias is the
+            same envoy as the module it names (see `engine.aliases`).
+        envoys: the Envoy subclass for each module: one class for all, or a dict keyed
+            by module class or by path suffix (`"attn"`, `"layers.*"`).
+
+    Raises:
+        TypeError: `module` is not a `torch.nn.Module`.
+        TracingValueError: an alias would hide a submodule or an attribute.
 
     Example:
         >>> model = NNsight(torch.nn.Sequential(torch.nn.Linear(5, 10), torch.nn.Linear(10, 2)))
@@ -36,10 +46,12 @@ class NNsight(Envoy):
 
     _kwargs_are_input = True
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(
+        self, module: nn.Module, *, rename: Rename | None = None, envoys: Any = None
+    ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"NNsight wraps a torch.nn.Module, got {type(module).__name__}")
-        super().__init__(module, "model")
+        super().__init__(module, "model", rename=rename, envoys=envoys)
         object.__setattr__(self, "_router", Router(list(self.named_modules())))
         object.__setattr__(self, "_edits", [])
 
@@ -119,6 +131,10 @@ class NNsight(Envoy):
     def edit(self, *, inplace: bool = False) -> Editor:
         """Record interventions that apply to every later trace.
 
+        `with model.edit() as edited:` binds the edited model; nnsight 0.8's
+        `with model.edit() as (tracer, edited):` binds the edit's tracer too (its
+        `tracer.iter` repeats an edit per generation step).
+
         Args:
             inplace: edit this model; otherwise the block gives an edited shallow copy.
 
@@ -156,6 +172,9 @@ class NNsight(Envoy):
     def _run(self, *args: Any, **kwargs: Any) -> Any:
         """Call the model (overridden for generation and other entry points)."""
         return self._module(*args, **kwargs)
+
+
+Envoy.root_class = NNsight  # `Envoy(module)` is a model, as nnsight's root envoy is
 
 
 def _concat(values: list | tuple) -> Any:

@@ -12,17 +12,20 @@ body come back to the user with the engine's frames removed.
 from __future__ import annotations
 
 import sys
+import threading
 from types import FrameType, TracebackType
 from typing import Any
 
 from ..config import CONFIG
-from ..errors import TracingError
+from ..errors import TraceSourceError, TracingValueError
 from .frames import BodySkipper, SkipBody, forget_skip, release_locals, write_names
 from .saved import holds_saved, saved_names, shared
 from .source import Body, body_of_with
 from .tracebacks import user_frames
 
-_active: list[SavingContext] = []
+# The running saving contexts of each thread, outermost first: traces that other threads
+# run at the same time are theirs (a value saved in one is not kept by another's).
+_active: dict[int, list[SavingContext]] = {}
 
 
 class CapturingContext:
@@ -31,14 +34,26 @@ class CapturingContext:
     body: Body | None = None
     _skipper: BodySkipper | None = None
     _frame: FrameType | None = None
+    _entered: Any = None
 
     def __enter__(self) -> Any:
         frame = sys._getframe(1)
         self.body = body = body_of_with(frame)
         self._frame = frame
         if body.first_line is not None:
-            self._skipper = BodySkipper(frame, body.first_line, self.reached)
-        return self.entered()
+            skipper = BodySkipper(frame, body.first_line, body.skip_at, self.reached)
+            self._skipper = skipper
+            if skipper.unbound is not None and skipper.unbound != body.target:
+                skipper.disarm()
+                self._skipper = None
+                raise TraceSourceError(
+                    f"{body.filename}:{body.lineno}: a traced body that starts with `try:` "
+                    f"cannot follow `as {skipper.unbound}` of another context manager in the "
+                    "same `with`; open that one in its own `with` inside the body, or put a "
+                    "statement before the `try:`."
+                )
+        self._entered = entered = self.entered()
+        return entered
 
     def reached(self) -> None:
         """Called where the body would start, inside the `with` statement's later context
@@ -53,6 +68,7 @@ class CapturingContext:
     ) -> bool:
         __tracebackhide__ = True  # noqa: F841  (IPython and pytest hide this frame)
         skipper, frame, self._skipper, self._frame = self._skipper, self._frame, None, None
+        entered, self._entered = self._entered, None
         if skipper is not None:
             skipper.disarm()
         if exc_type is not SkipBody and not (exc_type is None and skipper is None):
@@ -60,12 +76,14 @@ class CapturingContext:
         assert frame is not None and self.body is not None
         if exc_type is SkipBody:
             forget_skip()
+            if skipper is not None and skipper.unbound is not None:  # skipped before `as x`
+                write_names(frame, {skipper.unbound: entered})
         try:
             self.run(self.body, frame)
         except BaseException as error:
             if not CONFIG.APP.DEBUG:
                 error.__traceback__ = user_frames(error.__traceback__)
-            raise error from error.__cause__  # keep the user's cause, drop SkipBody
+            raise  # bare: with the chain the user's code gave it (not `from`, see `reraise`)
         return True
 
     def run(self, body: Body, frame: FrameType) -> None:
@@ -120,18 +138,23 @@ class SavingContext(CapturingContext):
         raise NotImplementedError
 
     def activate(self) -> None:
-        _active.append(self)
+        _active.setdefault(threading.get_ident(), []).append(self)
 
     def deactivate(self) -> None:
-        if _active and _active[-1] is self:
-            _active.pop()
-        elif self in _active:
-            _active.remove(self)
+        thread = threading.get_ident()
+        contexts = _active.get(thread, [])
+        if contexts and contexts[-1] is self:
+            contexts.pop()
+        elif self in contexts:
+            contexts.remove(self)
+        if not contexts:
+            _active.pop(thread, None)
 
 
 def active() -> list[SavingContext]:
-    """The saving contexts running now, outermost first (a session, then its trace)."""
-    return _active
+    """This thread's saving contexts running now, outermost first (a session, then its
+    trace)."""
+    return _active.get(threading.get_ident(), [])
 
 
 def save(value: Any) -> Any:
@@ -144,17 +167,23 @@ def save(value: Any) -> Any:
         The same object, so that `x = nnsight_lab.save(model.layer1.output)` reads well.
 
     Raises:
-        TracingError: no trace is running.
+        TracingValueError: no trace is running (a `ValueError`, as nnsight's).
 
     Example:
         >>> with model.trace(x):
         ...     out = nnsight_lab.save(model.output)
     """
-    if not _active:
-        raise TracingError(
+    contexts = _active.get(threading.get_ident())
+    if not contexts:
+        # A thread with no trace of its own may run part of a body for another thread's
+        # trace: autograd runs a GPU backward, and so a `with loss.backward():` block, in
+        # a device thread. The value is kept by the traces running now.
+        contexts = [c for running in list(_active.values()) for c in running]
+    if not contexts:
+        raise TracingValueError(
             "nnsight_lab.save() was called outside a trace; call it inside "
             "`with model.trace(...):` on a value you want to keep after the block."
         )
-    for context in _active:  # saved in a nested trace: it leaves the outer ones too
+    for context in contexts:  # saved in a nested trace: it leaves the outer ones too
         context.saved_ids.add(id(value))
     return value

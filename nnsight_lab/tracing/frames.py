@@ -5,15 +5,23 @@ Skipping: `__enter__` sets a line-trace function on the caller's frame that rais
 back whatever tracing was active before (a debugger, coverage), stops handling the
 exception (see `forget_skip`) and runs the body itself. Writing back: saved values
 become variables of the caller, in a module, a class body or a function.
+
+A body that starts with `try:` is the exception: CPython gives the `try` line a `NOP`
+that no exception handler covers, not even the `with`'s, so `SkipBody` raised there
+would leave the whole frame. There the trace function raises on an instruction event
+instead, at the last instruction of the `with` header (see `raise_point`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import dis
 import sys
 from collections.abc import Callable
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
+
+from ..errors import TraceSourceError
 
 
 class SkipBody(Exception):
@@ -31,33 +39,90 @@ class BodySkipper:
     a leading `pass` compiles to an instruction outside the `with`'s exception
     handler, so raising there would escape the block. `on_reach` is called there,
     when the `with` statement's later context managers have been entered.
+
+    The global trace function is always replaced for the moment (and put back by
+    `disarm`): Python consults `frame.f_trace` only under a Python-level one, and
+    coverage's C tracer is not. `unbound` is the `as` name that the skip leaves
+    unassigned (a body starting with `try:`, where `at` is `raise_point`'s answer), for
+    the caller to bind.
     """
 
-    __slots__ = ("frame", "previous_global", "previous_local")
+    __slots__ = ("frame", "previous_global", "previous_local", "previous_opcodes", "unbound")
 
     def __init__(
-        self, frame: FrameType, first_line: int, on_reach: Callable[[], None] | None = None
+        self,
+        frame: FrameType,
+        first_line: int,
+        at: tuple[int | None, str | None] = (None, None),
+        on_reach: Callable[[], None] | None = None,
     ) -> None:
         self.frame = frame
         self.previous_global = sys.gettrace()
         self.previous_local = frame.f_trace
-        if self.previous_global is None:
-            sys.settrace(_no_trace)
+        self.previous_opcodes = frame.f_trace_opcodes
+        offset, self.unbound = at  # see `raise_point`
 
         def raise_skip(frame: FrameType, event: str, arg: Any) -> Any:
-            if event == "line" and frame.f_lineno >= first_line:
+            if (
+                frame.f_lasti == offset
+                if offset is not None
+                else event == "line" and frame.f_lineno >= first_line
+            ):
                 if on_reach is not None:
                     on_reach()  # the body's own context: `with trace(x), torch.no_grad():`
                 raise SkipBody
             return raise_skip
 
+        sys.settrace(_no_trace)
+        if offset is not None:
+            frame.f_trace_opcodes = True
         frame.f_trace = raise_skip
 
     def disarm(self) -> None:
         """Restore the tracing that was active before (a raising trace function unsets it)."""
         self.frame.f_trace = self.previous_local
+        self.frame.f_trace_opcodes = self.previous_opcodes
         sys.settrace(self.previous_global)
         self.frame = None  # type: ignore[assignment]
+
+
+_STORES = ("STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_DEREF")
+
+
+def raise_point(code: CodeType, enter: int, first_line: int) -> tuple[int | None, str | None]:
+    """Where to raise `SkipBody` in `code`, whose `with` header calls `__enter__` at
+    instruction `enter`: `(None, None)` on the first line event of `first_line` (the usual
+    case), else `(offset, name)`: on the instruction at `offset`, the last one of the
+    header that an exception handler covers, and `name` the `as` name that instruction
+    would have stored (None if it stores none).
+
+    Raises:
+        TraceSourceError: no instruction of the header can skip the body.
+    """
+    entries = dis.Bytecode(code).exception_entries  # type: ignore[attr-defined]  # 3.11+
+    handlers = [(e.start, e.end, e.target) for e in entries]
+
+    def handler(offset: int) -> int | None:  # the table is flat: one entry per offset
+        return next((t for start, end, t in handlers if start <= offset < end), None)
+
+    outer = handler(enter)  # a `try` around the `with`: its handler is not the `with`'s
+
+    def inside(offset: int) -> bool:  # in the `with`'s handler, or a later item's of it
+        target = handler(offset)
+        return target is not None and target != outer
+
+    after = [i for i in dis.get_instructions(code) if i.offset > enter]
+    lines = [i for i in after if (i.positions and i.positions.lineno or 0) >= first_line]
+    if not lines or inside(lines[0].offset):
+        return None, None
+    header = [i for i in after if i.offset < lines[0].offset and inside(i.offset)]
+    if not header:
+        raise TraceSourceError(
+            f"line {first_line}: this traced `with` block cannot be skipped where its body "
+            "starts; put a plain statement (e.g. `_ = None`) first in the body."
+        )
+    last = header[-1]
+    return last.offset, (last.argval if last.opname in _STORES else None)
 
 
 _set_handled_exception = ctypes.pythonapi.PyErr_SetHandledException  # Python >= 3.11

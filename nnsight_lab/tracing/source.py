@@ -20,10 +20,11 @@ import linecache
 import sys
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import CodeType, FrameType
 
 from ..errors import TraceSourceError
+from .frames import raise_point
 from .rewrite import BodyRewriter
 from .stepped import Stepped, compile_stepped
 
@@ -45,6 +46,8 @@ class Body:
         endless: whether the body opens an unbounded `tracer.iter[:]` / `tracer.all()`.
         reads: names the body reads before assigning them (free names).
         stepped: the body as a generator, when it can run without a greenlet (see `stepped`).
+        opens_block: whether its first statement that does something is a compound one.
+        skip_at: where the caller's frame skips the body (`frames.raise_point`).
     """
 
     code: CodeType
@@ -59,6 +62,8 @@ class Body:
     endless: bool = False
     stepped: Stepped | None = None
     start: int = 1
+    opens_block: bool = False
+    skip_at: tuple[int | None, str | None] = (None, None)
 
 
 _cache: dict[tuple[CodeType, int], Body] = {}
@@ -77,9 +82,12 @@ def body_of_with(frame: FrameType) -> Body:
     body = _cache.get(key)
     if body is None:
         with _compiling:
-            body = _cache.get(key) or _compile_body(
-                frame.f_code.co_filename, frame.f_lineno, frame.f_globals
-            )
+            body = _cache.get(key)
+            if body is None:
+                body = _compile_body(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+                if body.first_line is not None and body.opens_block:  # `try:` may need it
+                    skip_at = raise_point(frame.f_code, frame.f_lasti, body.first_line)
+                    body = replace(body, skip_at=skip_at)
             if len(_cache) > 4096:
                 _cache.clear()
             _cache[key] = body
@@ -185,6 +193,7 @@ def compile_statements(
             "block, so `return`, `yield`, `break` or `continue` cannot leave it: save the value, "
             "and return or break after the `with` block."
         ) from None
+    doing = next((s for s in statements if not _is_trivial(s)), None)  # the first that runs
     has_invokes = any(_is_invoke(n) for s in statements for n in ast.walk(s))
     endless = any(_is_endless(n) for s in statements for n in ast.walk(s))
     simple = not has_invokes
@@ -194,7 +203,8 @@ def compile_statements(
         filename=filename,
         lineno=lineno,
         has_invokes=has_invokes,
-        first_line=next((s.lineno for s in statements if not _is_trivial(s)), None),
+        first_line=doing.lineno if doing is not None else None,
+        opens_block=isinstance(doing, _BLOCKS),
         reads=_free_names(statements),
         target=target,
         after=after,
@@ -231,6 +241,11 @@ def _blocks(tree: ast.Module) -> list[list[ast.stmt]]:
         for handler in getattr(node, "handlers", []):
             blocks.append(handler.body)
     return blocks
+
+
+# Statements that open a block: their first instruction may lie outside every exception
+# handler (a `try:` line's NOP), where the body cannot be skipped on a line event.
+_BLOCKS = (ast.Try, ast.TryStar, ast.If, ast.While, ast.For, ast.With, ast.Match)
 
 
 def _is_trivial(statement: ast.stmt) -> bool:

@@ -16,9 +16,10 @@ yields `(value, owner, name)` (value first: Python evaluates the right-hand side
 first). The body's assigned names are declared `global`, so they land in the
 trace's namespace as they do when the body runs with `exec`.
 
-`with tracer.iter[...] as step:` and `for step in tracer.iter[...]:` become a
-`while` loop that asks the engine to open it, for each step and to close it
-(`_YieldRewriter._steps`): a step of a generation may have to wait for the model.
+`with tracer.iter[...] as step:` and `for step in tracer.iter[...]:` (or
+`tracer.all()`) become a `while` loop that asks the engine to open it, for each
+step and to close it (`_YieldRewriter._steps`): a step of a generation may have
+to wait for the model.
 `with loss.backward():` becomes a request to run backward, the block's `.grad`
 reads and writes yields the engine answers from backward's hooks, and a request
 that ends the block (`_YieldRewriter._backward`).
@@ -26,8 +27,11 @@ that ends the block (`_YieldRewriter._backward`).
 A value can also be read inside a function the body calls, where no `yield` can
 reach; so a body only compiles this way when it calls nothing but names and
 attribute chains (`print`, `torch.argmax`, `x.sum`) that the engine checks before
-the trace runs (`Stepped.calls`), and has no nested scope, other `with`, `try`, or
-the other constructs listed in `_UNSUPPORTED`. Any other body runs in a greenlet.
+the trace runs (`Stepped.calls`), reads only plain values from the caller (no
+object of the user's, whose methods, properties or operators could read one:
+`Stepped.reads`, checked with the calls), and has no nested scope, other `with`,
+`try`, or the other constructs listed in `_UNSUPPORTED`. Any other body runs in a
+greenlet, with the same result.
 So does one that reads `.grad` outside a `with loss.backward():` block, or reads
 a module inside one.
 
@@ -96,6 +100,9 @@ class Stepped:
     code: CodeType
     calls: tuple[Call, ...]
     tracers: tuple[str, ...] = ()
+    # The names it reads (the engine checks their values: a user's object may run code
+    # that reads a module's value, in a method or a property, where no `yield` can reach).
+    reads: tuple[str, ...] = ()
 
 
 def compile_stepped(statements: list[ast.stmt], filename: str, lineno: int) -> Stepped | None:
@@ -106,10 +113,12 @@ def compile_stepped(statements: list[ast.stmt], filename: str, lineno: int) -> S
     for node in (n for s in statements for n in ast.walk(s)):
         if isinstance(node, _UNSUPPORTED):
             return None
+        if isinstance(node, ast.Attribute) and node.attr == "result":
+            return None  # `tracer.result` waits for the model in a property: needs a greenlet
     calls, tracers = [], []
     for node in (n for s in statements for n in ast.walk(s)):
-        if _is_steps(node):
-            tracer = node.value.value  # type: ignore[attr-defined]
+        tracer = _tracer_of(node)
+        if tracer is not None:
             if not isinstance(tracer, ast.Name):
                 return None
             tracers.append(tracer.id)
@@ -138,7 +147,13 @@ def compile_stepped(statements: list[ast.stmt], filename: str, lineno: int) -> S
     function_code = next(c for c in code.co_consts if isinstance(c, CodeType))
     # Named like the module-level code a body otherwise is, for the frames in tracebacks.
     code = function_code.replace(co_name="<module>", co_qualname="<module>")
-    return Stepped(code, tuple(calls), tuple(tracers))
+    reads = {
+        n.id
+        for s in statements
+        for n in ast.walk(s)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id[:10] != "__nnsight_"
+    }
+    return Stepped(code, tuple(calls), tuple(tracers), tuple(sorted(reads)))
 
 
 def _assigned_names(statements: list[ast.stmt]) -> set[str]:
@@ -158,6 +173,31 @@ def _is_steps(node: ast.AST) -> bool:
         and isinstance(node.value, ast.Attribute)
         and node.value.attr == "iter"
     )
+
+
+def _is_all(node: ast.AST) -> bool:
+    """`tracer.all()`: `tracer.iter[:]`, when `with` or `for` steps through it (anywhere
+    else `x.all()` is most likely a tensor's)."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "all"
+        and not node.args
+        and not node.keywords
+    )
+
+
+def _tracer_of(node: ast.AST) -> ast.expr | None:
+    """The tracer whose steps `node` goes through: `tracer` of a `tracer.iter[...]`, or of
+    a `with`/`for` over `tracer.all()`; None for any other node."""
+    if _is_steps(node):
+        return node.value.value  # type: ignore[attr-defined]
+    loop = node.iter if isinstance(node, ast.For) else None
+    if isinstance(node, ast.With) and len(node.items) == 1:
+        loop = node.items[0].context_expr
+    if loop is not None and _is_all(loop):
+        return loop.func.value  # type: ignore[attr-defined]
+    return None
 
 
 def _is_helper(node: ast.expr, name: str) -> bool:
@@ -225,7 +265,7 @@ class _YieldRewriter(ast.NodeTransformer):
             return node
         if _is_helper(item.context_expr, BACKWARD) and target is None:
             return self._backward(node, item.context_expr)
-        if not _is_steps(item.context_expr):
+        if not (_is_steps(item.context_expr) or _is_all(item.context_expr)):
             self.unsupported = True  # any other context manager may wrap the body's waits
             return node
         if target is not None and not isinstance(target, ast.Name):
@@ -234,7 +274,7 @@ class _YieldRewriter(ast.NodeTransformer):
         return self._steps(node, item.context_expr, target, warns=True)
 
     def visit_For(self, node: ast.For) -> ast.AST | list[ast.stmt]:
-        if not _is_steps(node.iter):
+        if not (_is_steps(node.iter) or _is_all(node.iter)):
             self.generic_visit(node)
             return node
         if node.orelse or not isinstance(node.target, ast.Name) or self.in_backward:
@@ -245,23 +285,24 @@ class _YieldRewriter(ast.NodeTransformer):
     def _steps(
         self, node: ast.With | ast.For, steps: ast.expr, target: ast.Name | None, warns: bool
     ) -> list[ast.stmt]:
-        """`with/for ... tracer.iter[...]` ->
+        """`with/for ... tracer.iter[...]` (or `tracer.all()`) ->
 
         __nnsight_loop_N__ = yield (STEPS, "open", tracer.iter[...], line, after, warns)
         while (yield (STEPS, "next", __nnsight_loop_N__)):
             step = __nnsight_loop_N__.index
             <body>
         yield (STEPS, "close", __nnsight_loop_N__)
+
+        (`tracer.iter[...]` is evaluated in the body: the engine has checked that `tracer`
+        is a tracer, see `Stepped.tracers`.)
         """
-        assert isinstance(steps, ast.Subscript) and isinstance(steps.value, ast.Attribute)
         loop = f"__nnsight_loop_{self.loops}__"
         self.loops += 1
         after = self.next_lines.get(id(node))
 
         opened = _request(
             ast.Constant("open"),
-            self.visit(steps.value.value),  # the tracer
-            self.visit(steps.slice),
+            self.visit(steps),  # the tracer's `Iteration`
             ast.Constant(node.lineno),
             ast.Constant(after),
             ast.Constant(warns),

@@ -111,3 +111,109 @@ def test_inplace_edit(toy_net):
     with model.trace(x):
         out = model.output.save()
     assert torch.allclose(out, toy_net(x))
+
+
+def _calls_of(module, calls, name):
+    """Record `name` in `calls` each time `module` starts running."""
+    return module.register_forward_pre_hook(lambda *_: calls.append(name))
+
+
+def test_stop_ends_the_body_there_and_keeps_what_it_saved(llm, hf_gpt2):
+    calls, side = [], []
+    hooks = [_calls_of(llm._model.transformer.h[i], calls, i) for i in (0, 1)]
+    try:
+        with llm.trace(PROMPT) as tracer:
+            hidden = llm.transformer.h[0].output.save()
+            tracer.stop()
+            side.append("after stop")  # the caller's list: a side effect that must not happen
+            logits = llm.lm_head.output.save()  # noqa: F841
+    finally:
+        for hook in hooks:
+            hook.remove()
+    expected = _plain(hf_gpt2, llm.tokenizer)
+    assert torch.allclose(hidden, expected.hidden_states[1], atol=1e-5)
+    assert side == [] and calls == [0]  # block 1 never ran
+    assert "logits" not in locals()
+
+
+def test_stop_is_not_caught_by_the_bodys_except_exception(toy_net):
+    model = NNsight(toy_net)
+    side = []
+    x = torch.rand(1, 5)
+    with model.trace(x) as tracer:
+        hidden = model.layer1.output.save()
+        try:
+            tracer.stop()
+        except Exception:
+            side.append("caught")
+        side.append("after")
+    assert side == [] and torch.allclose(hidden, toy_net.layer1(x))
+
+
+def test_stop_before_any_read_runs_nothing(toy_net):
+    calls = []
+    _calls_of(toy_net.layer1, calls, 1)
+    model = NNsight(toy_net)
+    with model.trace(torch.rand(1, 5)) as tracer:
+        kept = nnsight.save([1])
+        tracer.stop()
+        kept.append(2)
+    assert kept == [1] and calls == []
+
+
+def test_stop_in_an_invoke_ends_the_forward_for_the_batch(llm, hf_gpt2):
+    first, second = "The Eiffel Tower is", "Madrid is in Spain and"
+    assert all(len(llm.tokenizer(p).input_ids) == 6 for p in (first, second))  # no padding
+    calls, side = [], []
+    hook = _calls_of(llm._model.transformer.h[1], calls, 1)
+    try:
+        with llm.trace() as tracer:
+            with tracer.invoke(first):
+                hidden_a = llm.transformer.h[0].output.save()
+                tracer.stop()
+                side.append("a")
+            with tracer.invoke(second):
+                hidden_b = llm.transformer.h[0].output.save()
+                side.append("b")
+    finally:
+        hook.remove()
+    assert side == ["b"] and calls == []
+    assert torch.allclose(
+        hidden_a, _plain(hf_gpt2, llm.tokenizer, first).hidden_states[1], atol=1e-5
+    )
+    assert torch.allclose(
+        hidden_b, _plain(hf_gpt2, llm.tokenizer, second).hidden_states[1], atol=1e-5
+    )
+
+
+def test_a_read_past_another_invokes_stop_is_a_clear_error(llm):
+    with pytest.raises(nnsight.NotReachedError, match=r"tracer\.stop\(\)"):
+        with llm.trace() as tracer:
+            with tracer.invoke(PROMPT):
+                llm.transformer.h[0].output.save()
+                tracer.stop()
+            with tracer.invoke(PROMPT):
+                llm.lm_head.output.save()
+
+
+def test_a_bounded_iter_in_a_one_pass_trace_warns_that_step_1_was_never_reached(llm, hf_gpt2):
+    with pytest.warns(nnsight.NNsightWarning, match=r"step 1 .*lm_head\.output") as record:
+        with llm.trace(PROMPT) as tracer:
+            seen = nnsight.save(list())
+            with tracer.iter[0:3] as step:
+                seen.append((step, llm.lm_head.output))
+    lines = open(__file__).read().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if "with tracer.iter[0:3] as step:" in text)
+    assert [(w.filename, w.lineno) for w in record] == [(__file__, line)]
+    assert [s for s, _ in seen] == [0]
+    assert torch.allclose(seen[0][1], _plain(hf_gpt2, llm.tokenizer).logits, atol=1e-5)
+
+
+def test_a_bounded_iter_that_reads_nothing_runs_every_step(toy_net):
+    model = NNsight(toy_net)
+    with model.trace(torch.rand(1, 5)) as tracer:  # a warning would fail the test
+        steps = nnsight.save(list())
+        for step in tracer.iter[0:3]:
+            steps.append(step)
+        out = model.output.save()
+    assert steps == [0, 1, 2] and out.shape == (1, 2)

@@ -162,3 +162,74 @@ def test_iteration_bodies_run_stepped(llm, hf_gpt2, runner, monkeypatch):
             tokens.append((step, llm.lm_head.output[0, -1].argmax().item()))
     assert tokens == list(enumerate(expected))
     assert started == ([1] if runner == "stepped" else [])
+
+
+def _line_of(marker):
+    """The line of this file that holds `marker` (where a warning must point)."""
+    lines = open(__file__).read().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if marker in line and "_line_of" not in line)
+
+
+def test_for_step_in_all_runs_every_step(llm, hf_gpt2, runner, monkeypatch):
+    from nnsight_lab.engine.stepped_mediator import SteppedMediator
+
+    started = []
+    start = SteppedMediator.start
+    monkeypatch.setattr(
+        SteppedMediator, "start", lambda self, i: (started.append(1), start(self, i))
+    )
+    ids, expected = _plain_generate(hf_gpt2, llm.tokenizer, PROMPT, max_new_tokens=4)
+    with llm.generate(PROMPT, max_new_tokens=4) as tracer:
+        tokens = nnsight.save(list())
+        for step in tracer.all():
+            tokens.append((step, llm.lm_head.output[0, -1].argmax().item()))
+    assert tokens == list(enumerate(expected))
+    assert torch.equal(tracer.result, ids)
+    assert started == ([1] if runner == "stepped" else [])
+
+
+def test_stop_in_generate_ends_it_and_keeps_the_steps_saved_before(llm, hf_gpt2):
+    _, expected = _plain_generate(hf_gpt2, llm.tokenizer, PROMPT, max_new_tokens=5)
+    calls, side = [], []
+    hook = llm._model.lm_head.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with llm.generate(PROMPT, max_new_tokens=5) as tracer:
+            tokens = nnsight.save(list())
+            for step in tracer.iter[:]:
+                tokens.append(llm.lm_head.output[0, -1].argmax().item())
+                if step == 1:
+                    tracer.stop()
+                side.append(step)
+    finally:
+        hook.remove()
+    assert tokens == expected[:2] and side == [0] and len(calls) == 2
+
+
+def test_iter_past_the_last_step_warns_naming_its_line(llm, hf_gpt2):
+    _, expected = _plain_generate(hf_gpt2, llm.tokenizer, PROMPT, max_new_tokens=3)
+    with pytest.warns(NNsightWarning, match="step 5 .*never reached") as record:
+        with llm.generate(PROMPT, max_new_tokens=3) as tracer:
+            seen = nnsight.save(list())
+            with tracer.iter[5]:  # marker: iter 5
+                seen.append(llm.lm_head.output)
+    assert seen == []
+    assert [(w.filename, w.lineno) for w in record] == [(__file__, _line_of("marker: iter 5"))]
+    with pytest.warns(NNsightWarning, match="step 3 .*never reached") as record:
+        with llm.generate(PROMPT, max_new_tokens=3) as tracer:
+            seen = nnsight.save(list())
+            for step in tracer.iter[1:6]:  # marker: iter 1:6
+                seen.append((step, llm.lm_head.output[0, -1].argmax().item()))
+            after = llm.output.save()  # noqa: F841
+    assert seen == [(1, expected[1]), (2, expected[2])]  # the steps reached are kept
+    assert [w.lineno for w in record] == [_line_of("marker: iter 1:6")]
+    assert "did not run" in str(record[0].message) and "after" not in locals()
+
+
+def test_bounded_iter_within_the_steps_and_unbounded_iter_do_not_warn(llm, hf_gpt2):
+    _, expected = _plain_generate(hf_gpt2, llm.tokenizer, PROMPT, max_new_tokens=3)
+    for steps in (slice(0, 3), slice(None)):  # a warning would fail the test
+        with llm.generate(PROMPT, max_new_tokens=3) as tracer:
+            seen = nnsight.save(list())
+            for _step in tracer.iter[steps]:
+                seen.append(llm.lm_head.output[0, -1].argmax().item())
+        assert seen == expected

@@ -139,3 +139,78 @@ def test_trace_without_any_input_is_a_clear_error():
         with model.trace() as tracer:
             with tracer.invoke():
                 model.output.save()
+
+
+def test_skip_in_one_invoke_replaces_the_module_for_its_rows_only():
+    net = Counting()
+    model = NNsight(net)
+    a, b = torch.rand(1, 5), torch.rand(2, 5)
+    replacement = torch.rand(1, 10)
+    with model.trace() as tracer:
+        with tracer.invoke(a):
+            model.layer1.skip(replacement)
+            out_a = model.output.save()
+        with tracer.invoke(b):
+            hidden_b = model.layer1.output.save()
+            out_b = model.output.save()
+    assert net.calls == 1
+    assert torch.allclose(out_a, net.layer2(replacement))
+    assert torch.allclose(hidden_b, net.layer1(b)) and torch.allclose(out_b, net(b))
+
+
+class _CountingLinear(torch.nn.Linear):
+    def forward(self, x):
+        self.runs = getattr(self, "runs", 0) + 1
+        return super().forward(x)
+
+
+def test_skip_in_every_invoke_does_not_run_the_module():
+    net = Counting()
+    net.layer1.__class__ = _CountingLinear  # counts its forward's runs (hooks run either way)
+    model = NNsight(net)
+    a, b = torch.rand(2, 5), torch.rand(1, 5)
+    with model.trace() as tracer:
+        with tracer.invoke(b):
+            model.layer1.skip(torch.zeros(1, 10))
+            out_b = model.output.save()
+        with tracer.invoke(a):
+            model.layer1.skip(torch.ones(2, 10))
+            out_a = model.output.save()
+    assert getattr(net.layer1, "runs", 0) == 0
+    assert torch.allclose(out_b, net.layer2(torch.zeros(1, 10)))
+    assert torch.allclose(out_a, net.layer2(torch.ones(2, 10)))
+
+
+def test_skip_in_one_invoke_of_a_language_model_matches_each_prompt_alone(llm, hf_gpt2):
+    first, second = "The Eiffel Tower is", "Madrid is in Spain and"
+    assert all(len(llm.tokenizer(p).input_ids) == 6 for p in (first, second))  # no padding
+    with llm.trace() as tracer:
+        with tracer.invoke(first):
+            llm.transformer.h[1].skip(llm.transformer.h[0].output)  # block 1 left out
+            skipped = llm.lm_head.output.save()
+        with tracer.invoke(second):
+            full = llm.lm_head.output.save()
+
+    def logits(prompt, skip_block1):
+        hook = hf_gpt2.transformer.h[1].register_forward_hook(lambda m, args, out: args[0])
+        if not skip_block1:
+            hook.remove()
+        try:
+            with torch.no_grad():
+                return hf_gpt2(**llm.tokenizer(prompt, return_tensors="pt")).logits
+        finally:
+            hook.remove()
+
+    assert torch.allclose(skipped, logits(first, skip_block1=True), atol=1e-4)
+    assert torch.allclose(full, logits(second, skip_block1=False), atol=1e-4)
+    assert not torch.allclose(skipped, logits(first, skip_block1=False), atol=1e-4)
+
+
+def test_skip_in_one_invoke_with_the_wrong_number_of_rows_is_a_clear_error():
+    model = NNsight(Counting())
+    with pytest.raises(nnsight.TracingError, match=r"1 row\(s\)"):
+        with model.trace() as tracer:
+            with tracer.invoke(torch.rand(1, 5)):
+                model.layer1.skip(torch.zeros(3, 10))
+            with tracer.invoke(torch.rand(1, 5)):
+                model.output.save()

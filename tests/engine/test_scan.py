@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 import nnsight_lab as nnsight
 from nnsight_lab import LanguageModel, NNsight
@@ -28,11 +29,40 @@ def test_scan_does_not_compute(toy_net):
     assert tuple(shape) == (3, 2) and calls == ["FakeTensor"]
 
 
-def test_saving_a_tensor_in_a_scan_is_a_clear_error(toy_net):
+def test_a_tensor_saved_in_a_scan_is_a_fake_with_the_real_shape(toy_net):
+    x = torch.rand(3, 5)
+    expected_hidden, expected_out = toy_net.layer1(x), toy_net(x)
+    calls = []
+    toy_net.layer1.register_forward_hook(lambda m, a, out: calls.append(type(out).__name__))
     model = NNsight(toy_net)
-    with pytest.raises(nnsight.TracingError, match="shapes, not values"):
-        with model.scan(torch.rand(1, 5)):
-            model.layer1.output.save()
+    with model.scan(x):
+        hidden = model.layer1.output.save()
+        out = model.output.save()
+    assert calls == ["FakeTensor"]  # nothing real ran
+    assert isinstance(hidden, FakeTensor) and isinstance(out, FakeTensor)
+    assert hidden.shape == expected_hidden.shape and out.shape == expected_out.shape
+    assert hidden.dtype == expected_hidden.dtype
+
+
+def test_tensors_saved_in_a_scan_of_a_lazy_language_model(tiny_gpt2_path, hf_gpt2):
+    llm = LanguageModel(str(tiny_gpt2_path))
+    with llm.scan() as tracer:
+        with tracer.invoke("Hello world"):
+            attn = llm.transformer.h[0].attn.output.save()  # a tuple: (tensor, weights)
+            hidden = llm.transformer.h[0].output.save()
+        with tracer.invoke("The Eiffel Tower is in"):
+            logits = llm.lm_head.output.save()
+    assert not llm.dispatched  # no weights were read
+    ids = llm.tokenizer(
+        ["Hello world", "The Eiffel Tower is in"], return_tensors="pt", padding=True
+    )
+    with torch.no_grad():
+        expected = hf_gpt2(**ids, output_hidden_states=True)
+    rows, seq = ids.input_ids.shape
+    assert isinstance(hidden, FakeTensor) and hidden.shape == (1, seq, hf_gpt2.config.n_embd)
+    assert hidden.shape[1:] == expected.hidden_states[1].shape[1:]
+    assert isinstance(attn, tuple) and attn[0].shape == hidden.shape
+    assert logits.shape == (1, *expected.logits.shape[1:])
 
 
 def test_scan_ends_the_forward_once_every_body_is_done(toy_net):

@@ -31,6 +31,8 @@ def _body(source: str):
         "y = 1",
         "for step in tracer.iter[0:2]:\n    h = model.output",
         "with tracer.iter[:] as step:\n    print(step, model.output)",
+        "with tracer.all():\n    h = model.output",
+        "for step in tracer.all():\n    h = model.output",
         "with loss.backward():\n    g = h.grad.save()\n    h.grad[:] = 0\n    h.grad = g * 2",
         "with model.output.sum().backward(retain_graph=True):\n    pass\nout = model.output",
         "h = model.layer1.source.op_0.output",
@@ -56,7 +58,6 @@ def test_simple_bodies_compile_to_generators(source):
         "del model.layer1.output",
         "fns[0](model.layer1.output)",  # a callee that is not a name or an attribute
         "g = model.layer1.weight.grad",
-        "with tracer.all():\n    h = model.output",
         "for step in tracer.iter[:]:\n    h = model.output\nelse:\n    pass",
         "with torch.no_grad():\n    h = model.output",
         "global g\ng = 1",
@@ -71,6 +72,11 @@ def test_simple_bodies_compile_to_generators(source):
 )
 def test_other_bodies_run_in_greenlets(source):
     assert _body(source).stepped is None
+
+
+def test_all_is_a_loop_over_steps_only_where_with_or_for_opens_it():
+    assert _body("for step in tracer.all():\n    h = model.output").stepped.tracers == ("tracer",)
+    assert _body("ok = h.all()\nprint(ok)").stepped.tracers == ()  # a tensor's `.all()`
 
 
 def test_reads_and_writes_become_yields_in_order():

@@ -76,12 +76,12 @@ def test_ipython_cell_traceback_names_the_cell_line():
         assert entries[-1].line == "model[0].output[:, 10] = 0  # the faulty line"
         faulty = [n for n, line in enumerate(cell.splitlines(), 1) if "faulty" in line]
         assert [entries[-1].lineno] == faulty
-        # Our only frame is the `with` block's exit; judged by the package's real path,
-        # since the checkout's folder (and so .venv's files) may be named nnsight_lab too.
+        # No frame of ours (the `with` block's exit re-raises with a bare `raise`); judged by
+        # the package's real path, since the checkout's folder may be named nnsight_lab too.
         package = Path(nnsight_lab.__file__).resolve().parent
         ours = [Path(e.filename).resolve() for e in entries if Path(e.filename).is_absolute()]
         ours = [f.relative_to(package) for f in ours if f.is_relative_to(package)]
-        assert ours == [Path("tracing/context.py")]
+        assert ours == []
     finally:
         InteractiveShell.clear_instance()
 
@@ -196,3 +196,39 @@ def test_errors_inside_the_model_do_not_chain_to_the_engines_skip():
         out = model.output.save()
     assert handled is None and out.shape == (1, 5)
     assert recorder.contexts == [None]
+
+
+def _chain(error: BaseException | None) -> list[str]:
+    names = []
+    while error is not None:
+        names.append(type(error).__name__)
+        error = error.__cause__ or error.__context__
+    return names
+
+
+def test_a_bodys_error_is_not_chained_to_the_engines_abort(toy_net):
+    model = NNsight(toy_net)
+    with pytest.raises(ValueError) as info:
+        with model.trace(torch.rand(2, 5)):
+            hidden = model.layer1.output  # noqa: F841
+            raise ValueError("mine")
+    assert _chain(info.value) == ["ValueError"]
+    shown = "".join(traceback.format_exception(info.value))
+    assert "During handling" not in shown and "Abort" not in shown
+
+
+def test_a_bodys_own_exception_chain_is_kept(toy_net):
+    model = NNsight(toy_net)
+    with pytest.raises(KeyError) as info:
+        with model.trace() as tracer:
+            with tracer.invoke(torch.rand(1, 5)):
+                out = model.output.save()  # noqa: F841  (still waiting when the next fails)
+            with tracer.invoke(torch.rand(1, 5)):
+                hidden = model.layer1.output
+                try:
+                    hidden[99]
+                except IndexError:
+                    raise KeyError("the user's")  # noqa: B904  (chained implicitly)
+    assert _chain(info.value) == ["KeyError", "IndexError"]
+    shown = "".join(traceback.format_exception(info.value))
+    assert shown.count("During handling") == 1 and "Abort" not in shown
