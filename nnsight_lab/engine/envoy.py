@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -73,6 +74,7 @@ class Envoy(FirstInput):
             child_path = f"{path}.{name}"
             cls = envoy_class(envoys, rename, child, child_path) or Envoy
             children[name] = cls(child, child_path, rename=rename, envoys=envoys)
+            object.__setattr__(children[name], "_parent", weakref.ref(self))
         object.__setattr__(self, "_children", children)
         for name, child in children.items():
             if not hasattr(type(self), name):
@@ -87,6 +89,46 @@ class Envoy(FirstInput):
         return self._path
 
     # -- the tree ------------------------------------------------------------
+
+    @property
+    def parent(self) -> Envoy | None:
+        """The envoy this one is a child of (`None` for the model; an alias is no child)."""
+        ref = self.__dict__.get("_parent")
+        return None if ref is None else ref()
+
+    @property
+    def root(self) -> Envoy:
+        """The model envoy at the top of the tree."""
+        envoy = self
+        while (parent := envoy.parent) is not None:
+            envoy = parent
+        return envoy
+
+    def get(self, path: str) -> Any:
+        """What the dotted `path` below this envoy names, for a path built at run time.
+
+        Example:
+            >>> with model.trace("Hello"):
+            ...     out = model.get("transformer.h.0.mlp.output").save()
+        """
+        found: Any = self
+        for part in path.split("."):
+            found = (
+                found[int(part)]
+                if part.isdigit() and isinstance(found, Envoy)
+                else getattr(found, part)
+            )
+        return found
+
+    @property
+    def device(self) -> torch.device | None:
+        """The device of the module's first parameter (`None` when it has none)."""
+        return next((p.device for p in self._module.parameters()), None)
+
+    @property
+    def devices(self) -> set[torch.device]:
+        """Every device the module's parameters are on."""
+        return {p.device for p in self._module.parameters()}
 
     def __getattr__(self, name: str) -> Any:
         children = self.__dict__.get("_children")
@@ -224,14 +266,17 @@ class Envoy(FirstInput):
         return source_view(self._module, self._path)
 
 
-@functools.cache
+_TRACEABLE: dict[type, type] = {}
+
+
 def _traceable(cls: type[Envoy], root: type[Envoy]) -> type[Envoy]:
     """`cls` with the model's methods (`trace`, `generate`, ...) of `root`, for a root envoy."""
     if cls is Envoy:
         return root
-    return type(
-        cls.__name__, (cls, root), {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
-    )
+    if cls not in _TRACEABLE:
+        names = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        _TRACEABLE[cls] = type(cls.__name__, (cls, root), names)
+    return _TRACEABLE[cls]
 
 
 def _returning_envoy(envoy: Envoy, method: Callable[..., Any]) -> Callable[..., Any]:

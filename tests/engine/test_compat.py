@@ -191,6 +191,18 @@ def test_an_envoy_subclass_made_from_a_bare_module_is_that_subclass_and_a_model(
     torch.testing.assert_close(hidden, toy_net.layer1(x), rtol=0, atol=0)
 
 
+def test_envoys_know_parent_root_device_and_get_paths(toy_net):
+    model = NNsight(toy_net)
+    assert model.parent is None and model.layer1.parent is model and model.layer2.root is model
+    assert model.device == torch.device("cpu") and model.devices == {torch.device("cpu")}
+    assert NNsight(torch.nn.ReLU()).device is None
+    assert model.get("layer2") is model.layer2
+    x = torch.rand(2, 5)
+    with model.trace(x):
+        out = model.get("layer2.output").save()
+    torch.testing.assert_close(out, toy_net(x), rtol=0, atol=0)
+
+
 def test_nnsight_0_8_names():
     assert nnsight.TransformersModel is nnsight.LanguageModel
     assert issubclass(nnsight.NNsightDeprecationWarning, nnsight.NNsightWarning)
