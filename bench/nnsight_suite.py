@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -195,6 +196,9 @@ def suite(root: Path) -> Path:
     )
     with tarfile.open(root / f"nnsight-{VERSION}.tar.gz") as archive:
         archive.extractall(root, filter="data")
+    # Some test files put the sdist's own `src/` first on sys.path: they would test nnsight
+    # whichever engine runs them. Each engine is the installed one (or the shim).
+    shutil.rmtree(root / f"nnsight-{VERSION}" / "src")
     (tests / "conftest.py").write_text(CONFTEST)
     return tests
 

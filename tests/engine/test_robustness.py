@@ -15,21 +15,6 @@ import torch
 
 import nnsight_lab
 from nnsight_lab import NNsight, TraceSourceError, TracingValueError
-from nnsight_lab.engine.stepped_mediator import SteppedMediator
-
-
-@pytest.fixture()
-def stepped_runs(monkeypatch):
-    """The bodies that ran stepped during the test."""
-    runs = []
-    start = SteppedMediator.start
-
-    def counted(self, interleaver):
-        runs.append(self)
-        start(self, interleaver)
-
-    monkeypatch.setattr(SteppedMediator, "start", counted)
-    return runs
 
 
 def _first_column(t):

@@ -10,21 +10,6 @@ import torch
 
 import nnsight_lab as nnsight
 from nnsight_lab import NNsight, save
-from nnsight_lab.engine.stepped_mediator import SteppedMediator
-
-
-@pytest.fixture()
-def stepped_runs(monkeypatch):
-    """How many bodies ran stepped during the test."""
-    runs = []
-    start = SteppedMediator.start
-
-    def counted(self, interleaver):
-        runs.append(self)
-        start(self, interleaver)
-
-    monkeypatch.setattr(SteppedMediator, "start", counted)
-    return runs
 
 
 def _read_layer2(model):

@@ -24,6 +24,10 @@ from typing import Any
 import pytest
 import torch
 from remote.test_hostile import REFUSED, clean_trace_equals_local, run_body
+from remote.test_remote import (  # noqa: F401  (run here against this module's Ray server)
+    test_generate_with_iter_equals_local,
+    test_trace_equals_local,
+)
 
 import nnsight_lab as nnsight
 from nnsight_lab import LanguageModel
@@ -58,35 +62,6 @@ def spin_trace(model: LanguageModel, spins: int, **kwargs: Any) -> torch.Tensor:
             n += 1
         logits = model.lm_head.output.save()
     return logits
-
-
-def test_trace_equals_local(remote, llm):
-    with remote.trace(PROMPT, remote=True):
-        hs = remote.transformer.h[0].output.save()
-        remote.transformer.h[1].output[:, -1, :] *= 1.5
-        logits = remote.lm_head.output.save()
-    with llm.trace(PROMPT):
-        hs_here = llm.transformer.h[0].output.save()
-        llm.transformer.h[1].output[:, -1, :] *= 1.5
-        logits_here = llm.lm_head.output.save()
-    assert torch.equal(hs, hs_here) and torch.equal(logits, logits_here)
-
-
-def test_generate_with_iter_equals_local(remote, llm):
-    def run(model, **kwargs):
-        with model.generate(PROMPT, max_new_tokens=4, **kwargs) as tracer:
-            tokens = nnsight.save(list())
-            with tracer.iter[0:4] as step:
-                if step == 1:
-                    model.transformer.h[0].output[:] = 0
-                tokens.append(model.lm_head.output[0, -1].argmax(dim=-1))
-            out = model.generator.output.save()
-        return tokens, out
-
-    tokens, out = run(remote, remote=True)
-    tokens_here, out_here = run(llm)
-    assert len(tokens) == 4 and torch.equal(torch.stack(tokens), torch.stack(tokens_here))
-    assert torch.equal(out, out_here)
 
 
 def test_session_equals_local(remote, llm):
