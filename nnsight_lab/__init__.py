@@ -10,8 +10,11 @@ Code written for nnsight runs after `import nnsight_lab as nnsight` (its 0.8 nam
 
 from __future__ import annotations
 
+import warnings
+
 from .config import CONFIG
 from .engine.envoy import Envoy
+from .engine.eproperty import eproperty
 from .errors import (
     NNsightDeprecationWarning,
     NNsightError,
@@ -49,12 +52,23 @@ __all__ = [
     "TransformersModel",
     "WireError",
     "demo_model",
+    "eproperty",
     "login",
     "save",
     "status",
     "whoami",
 ]
 __version__ = "0.1.0"
+
+
+def ndif_status() -> dict:
+    """Deprecated (nnsight < 0.8): `nnsight_lab.status()`."""
+    warnings.warn(
+        "ndif_status() is deprecated; use nnsight.status().",
+        NNsightDeprecationWarning,
+        stacklevel=2,
+    )
+    return status()
 
 
 def load_ipython_extension(shell: object) -> None:

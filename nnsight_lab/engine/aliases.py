@@ -42,7 +42,7 @@ def bind(envoy: Any, rename: Rename) -> None:
         if len(matches) > 1:
             shown = key.__name__ if isinstance(key, type) else repr(key)
             raise TracingValueError(
-                f"rename key {shown} names {len(matches)} modules under {envoy._path} "
+                f"`rename` key {shown} matches {len(matches)} modules under `{envoy._path}` "
                 f"({', '.join(p for p, _ in matches)}); an alias names one module: key "
                 "them by name instead."
             )
@@ -58,24 +58,29 @@ def bind(envoy: Any, rename: Rename) -> None:
                         "on the module its prefix names, so the prefix must start the key's "
                         f"path (e.g. {{'attn.c_proj': 'attn.o_proj'}})."
                     )
-            _attach(host, name, target)
+            _attach(host, name, target, relative)
 
 
-def _attach(host: Any, name: str, target: Any) -> None:
-    if host.__dict__.get(name) is target:
+def _attach(host: Any, name: str, target: Any, relative: str) -> None:
+    held = host.__dict__.get(name)
+    if held is target:
         return  # already that envoy (`{"attn": "attn"}`, tied modules)
-    if name in host.__dict__:
-        hidden = "a submodule or attribute of that name"
+    if name in host._children:
+        hidden = "shadow a child module of that name"
+    elif name in host.__dict__ and _is_envoy(held):
+        hidden = f"be bound twice: it is already bound to `{held._path}`"
+    elif name in host.__dict__:
+        hidden = "shadow an attribute of that name"
     elif any(name in vars(cls) for cls in type(host).__mro__):
-        hidden = f"`{type(host).__name__}.{name}`"
+        hidden = f"shadow the envoy attribute `Envoy.{name}`"
     elif hasattr(host._module, name):
-        hidden = "an attribute of the wrapped module"
+        hidden = "shadow an attribute of the wrapped module"
     else:
         object.__setattr__(host, name, target)
         return
     raise TracingValueError(
-        f"rename alias {name!r} would hide {hidden} on {host._path}, making it unreachable "
-        "by that name: pick another alias."
+        f"`rename` alias {name!r} for {relative!r} would {hidden} on `{host._path}`, "
+        "making it unreachable by that name: pick another alias."
     )
 
 
@@ -104,6 +109,8 @@ def _steps(node: Any, part: str) -> Iterator[tuple[str, Any]]:
     child = node.__dict__.get(part)  # a child or an alias bound below already
     if child is None:
         child = node._children.get(part)
+    if child is None and isinstance(getattr(type(node._module), part, None), property):
+        child = getattr(node, part)  # a module a property gives (`base_model`)
     if _is_envoy(child):
         yield part, child
 

@@ -12,21 +12,28 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..errors import TracingError
+from ..errors import NNsightDeprecationWarning, TracingError
 from .aliases import Rename, bind, envoy_class
+from .envoy_repr import envoy_repr
+from .eproperty import body_mediator, eproperty, flush
 from .inputs import FirstInput
+from .iteration import Iteration, Steps
 from .mediator import current_mediator
 from .pitfalls import is_block, warn_output_index
 from .source import SourceView, source_view
 
 _VALUES = ("output", "input", "inputs")
+_BUILDING: ContextVar[dict[int, Envoy] | None] = ContextVar("_BUILDING", default=None)
+"""While a tree is built: module id -> its envoy (not kept after: it would be a cycle)."""
 
 
 class Envoy(FirstInput):
@@ -67,20 +74,41 @@ class Envoy(FirstInput):
     ) -> None:
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_options", (rename, envoys))  # for modules added later
         if is_block(module):
             object.__setattr__(self, "_block", True)
-        children = {}
-        for name, child in module.named_children():
-            child_path = f"{path}.{name}"
-            cls = envoy_class(envoys, rename, child, child_path) or Envoy
-            children[name] = cls(child, child_path, rename=rename, envoys=envoys)
-            object.__setattr__(children[name], "_parent", weakref.ref(self))
-        object.__setattr__(self, "_children", children)
-        for name, child in children.items():
-            if not hasattr(type(self), name):
-                object.__setattr__(self, name, child)
+        object.__setattr__(self, "_children", {})
+        known = _BUILDING.get()
+        token = _BUILDING.set({}) if known is None else None
+        try:
+            built = _BUILDING.get()
+            assert built is not None
+            built.setdefault(id(module), self)
+            for name, child in module._modules.items():  # every entry, shared ones too
+                if child is not None:
+                    self._adopt(name, child, built)
+        finally:
+            if token is not None:
+                _BUILDING.reset(token)
         if rename:
             bind(self, rename)
+
+    def _adopt(self, name: str, module: nn.Module, known: dict[int, Envoy]) -> Envoy:
+        """Make `module` this envoy's child `name`: the envoy `known` has for it (a module
+        two paths reach has one envoy, at its first path), else a new one."""
+        child = known.get(id(module))
+        if child is None:
+            rename, envoys = self._options
+            child_path = f"{self._path}.{name}"
+            cls = envoy_class(envoys, rename, module, child_path) or Envoy
+            child = cls(module, child_path, rename=rename, envoys=envoys)
+            known[id(module)] = child
+        if child.parent is None and child is not self.root:
+            object.__setattr__(child, "_parent", weakref.ref(self))
+        self._children[name] = child
+        if not hasattr(type(self), name):
+            object.__setattr__(self, name, child)
+        return child
 
     @property
     def path(self) -> str:
@@ -137,10 +165,25 @@ class Envoy(FirstInput):
         module = self.__dict__.get("_module")
         if module is None:
             raise AttributeError(name)
+        if name in _DEPRECATED and not hasattr(module, name):
+            return _DEPRECATED[name]()
         value = getattr(module, name)
+        if isinstance(value, nn.Module):  # a module reached by a property or a plain attribute
+            return self._envoy_of(name, value)
         if inspect.ismethod(value) and value.__self__ is module:
             return _returning_envoy(self, value)
         return value
+
+    def _envoy_of(self, name: str, module: nn.Module) -> Envoy:
+        """The envoy of `module`, an attribute of this envoy's module that is no child:
+        the one of the tree if it has one (`base_model` on a base model is the model
+        itself), else a new child (a module set with `object.__setattr__`)."""
+        for envoy in self.root.modules():
+            if envoy._module is module:
+                return envoy
+        child = self._adopt(name, module, {})
+        self.root._tree_changed()
+        return child
 
     def __getitem__(self, key: int | str | slice) -> Any:
         children = list(self._children.values())
@@ -161,19 +204,50 @@ class Envoy(FirstInput):
     def __iter__(self) -> Iterator[Envoy]:
         return iter(self._children.values())
 
-    def modules(self) -> Iterator[Envoy]:
-        """This envoy and all below it, parents first."""
-        yield self
-        for child in self._children.values():
-            yield from child.modules()
+    def __bool__(self) -> bool:
+        return bool(self._module)  # as the module: an empty ModuleList is falsy, a leaf is not
 
-    def named_modules(self) -> Iterator[tuple[str, nn.Module]]:
-        """(path, module) for this module and all below it, parents first."""
-        for envoy in self.modules():
-            yield envoy._path, envoy._module
+    def modules(self, include_fn: Callable[[Envoy], bool] | None = None) -> list[Envoy]:
+        """This envoy's whole subtree, children first, this envoy last.
+
+        A module two paths reach is listed once (as `torch.nn.Module.named_modules()`).
+
+        Args:
+            include_fn: keep only the envoys it returns True for.
+
+        Returns:
+            The envoys.
+
+        Example:
+            >>> linears = model.modules(include_fn=lambda e: isinstance(e._module, nn.Linear))
+        """
+        found: list[Envoy] = []
+        seen: set[int] = set()
+        stack: list[tuple[Envoy, bool]] = [(self, False)]
+        while stack:
+            envoy, expanded = stack.pop()
+            if expanded:
+                if include_fn is None or include_fn(envoy):
+                    found.append(envoy)
+                continue
+            if id(envoy) in seen:
+                continue
+            seen.add(id(envoy))
+            stack.append((envoy, True))
+            stack.extend((child, False) for child in reversed(envoy._children.values()))
+        return found
+
+    def named_modules(
+        self, include_fn: Callable[[Envoy], bool] | None = None
+    ) -> list[tuple[str, Envoy]]:
+        """`(path, envoy)` for every envoy of `modules(include_fn)`, in that order."""
+        return [(envoy._path, envoy) for envoy in self.modules(include_fn)]
+
+    def _tree_changed(self) -> None:
+        """Called on the root when modules were added or replaced (a model re-routes)."""
 
     def __repr__(self) -> str:
-        return repr(self._module)
+        return envoy_repr(self)
 
     def _rebind(self, module: nn.Module) -> None:
         """Point this envoy tree at `module` (same structure), e.g. after loading weights."""
@@ -186,7 +260,7 @@ class Envoy(FirstInput):
     @property
     def output(self) -> Any:
         """The module's output (of this call), as the model returned it."""
-        mediator = current_mediator(self._path, "output")
+        mediator = _mediator(self._path, "output")
         value = mediator.get(self._path, "output")
         if self._block:  # `block.output[0]` on a tensor is a transformers-4 habit: warn
             generator = getattr(mediator, "generator", None)  # a stepped body's frame
@@ -196,17 +270,17 @@ class Envoy(FirstInput):
 
     @output.setter
     def output(self, value: Any) -> None:
-        current_mediator(self._path, "output").set(self._path, "output", value)
+        _mediator(self._path, "output").set(self._path, "output", value)
 
     @property
     def inputs(self) -> tuple[tuple, dict]:
         """All inputs of the module: `(args, kwargs)`."""
-        return current_mediator(self._path, "inputs").get(self._path, "input")
+        return _mediator(self._path, "inputs").get(self._path, "input")
 
     @inputs.setter
     def inputs(self, value: tuple[tuple, dict]) -> None:
         args, kwargs = value
-        current_mediator(self._path, "inputs").set(self._path, "input", (tuple(args), kwargs))
+        _mediator(self._path, "inputs").set(self._path, "input", (tuple(args), kwargs))
 
     def skip(self, value: Any) -> None:
         """Do not run this module in this call; use `value` as its output.
@@ -223,7 +297,7 @@ class Envoy(FirstInput):
                 f"module (a tensor, or a tuple/dict of tensors), got {type(value).__name__}; "
                 "e.g. `model.layer2.skip(model.layer1.output)`."
             )
-        current_mediator(self._path, "skip").skip(self._path, value)
+        _mediator(self._path, "skip").skip(self._path, value)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Apply the module to any value, without disturbing the running trace."""
@@ -234,12 +308,38 @@ class Envoy(FirstInput):
         return router.call_unrouted(self._module, args, kwargs)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _VALUES:
-            object.__setattr__(self, name, value)  # the property setters above
-        elif name in self.__dict__.get("_children", {}):
-            raise AttributeError(f"cannot replace the submodule envoy {self._path}.{name}")
-        else:
-            setattr(self._module, name, value)
+        if name in _VALUES or isinstance(getattr(type(self), name, None), (property, eproperty)):
+            object.__setattr__(self, name, value)  # the setters of `.output`, an eproperty's
+            return
+        children = self.__dict__.get("_children", {})
+        setattr(self._module, name, value)  # torch registers or replaces a submodule
+        if isinstance(value, nn.Module) or name in children:
+            self._replace_child(name)
+
+    def _replace_child(self, name: str) -> None:
+        """Mirror the module's entry `name` again, after it was set: its old envoy (and
+        any alias of it) goes, the module now there gets an envoy."""
+        old = self._children.pop(name, None)
+        dropped = {id(e) for e in old.modules()} if old is not None else set()
+        root = self.root
+        known = {id(e._module): e for e in root.modules()} if old is None else {}
+        if old is not None:  # envoys outside the replaced subtree stay who they are
+            known = {id(e._module): e for e in root.modules() if id(e) not in dropped}
+        module = self._module._modules.get(name, getattr(self._module, name, None))
+        if old is not None and self.__dict__.get(name) is old:
+            object.__delattr__(self, name)
+        new = self._adopt(name, module, known) if isinstance(module, nn.Module) else None
+        order = {key: i for i, key in enumerate(self._module._modules)}  # keep the module's order
+        children = sorted(self._children.items(), key=lambda kv: order.get(kv[0], len(order)))
+        object.__setattr__(self, "_children", dict(children))
+        for envoy in root.modules():  # aliases naming the old envoy name the new one
+            for key, held in list(envoy.__dict__.items()):
+                if id(held) in dropped and key != "_parent":
+                    if held is old and new is not None:
+                        object.__setattr__(envoy, key, new)
+                    else:
+                        object.__delattr__(envoy, key)
+        root._tree_changed()
 
     # -- operations inside forward (.source) -----------------------------------
 
@@ -264,6 +364,43 @@ class Envoy(FirstInput):
             ...     attn = llm.transformer.h[0].attn.source.attention_interface_0.output.save()
         """
         return source_view(self._module, self._path)
+
+
+# nnsight < 0.8's spellings, found by `__getattr__` (so no attribute of the class: the
+# stepped runner takes Envoy's attribute names for the engine's, and a tensor has `.all()`).
+
+
+def _deprecated_iter() -> Steps:
+    warnings.warn(
+        "model.iter is deprecated; use tracer.iter (`for step in tracer.iter[...]:`).",
+        NNsightDeprecationWarning,
+        stacklevel=3,
+    )
+    return Steps()
+
+
+def _deprecated_all() -> Callable[[], Iteration]:
+    def all_steps() -> Iteration:
+        warnings.warn(
+            "model.all() is deprecated; use tracer.all() (`for step in tracer.all():`).",
+            NNsightDeprecationWarning,
+            stacklevel=2,
+        )
+        return Steps()[:]
+
+    return all_steps
+
+
+_DEPRECATED: dict[str, Callable[[], Any]] = {"iter": _deprecated_iter, "all": _deprecated_all}
+
+
+def _mediator(path: str, kind: str) -> Any:
+    """The running body's mediator (see `eproperty.body_mediator`), after writing back a
+    view an eproperty with a transform gave it."""
+    mediator = body_mediator(path, kind)
+    if "_pending_view" in mediator.__dict__:
+        flush(mediator)
+    return mediator
 
 
 _TRACEABLE: dict[type, type] = {}

@@ -15,6 +15,7 @@ from ..engine.scan import SCAN
 from ..engine.session import Session
 from ..engine.tracer import Backend, Tracer
 from ..errors import TracingError
+from ..tracing import save as nnsight_save
 from . import servers
 
 
@@ -52,7 +53,7 @@ class NNsight(Envoy):
         if not isinstance(module, nn.Module):
             raise TypeError(f"NNsight wraps a torch.nn.Module, got {type(module).__name__}")
         super().__init__(module, "model", rename=rename, envoys=envoys)
-        object.__setattr__(self, "_router", Router(list(self.named_modules())))
+        self._tree_changed()
         object.__setattr__(self, "_edits", [])
 
     @property
@@ -62,7 +63,12 @@ class NNsight(Envoy):
 
     def _rebind(self, module: nn.Module) -> None:
         super()._rebind(module)
-        object.__setattr__(self, "_router", Router(list(self.named_modules())))
+        self._tree_changed()
+
+    def _tree_changed(self) -> None:
+        """Route the modules the envoy tree has now (parents first), once each."""
+        modules = [(envoy._path, envoy._module) for envoy in reversed(self.modules())]
+        object.__setattr__(self, "_router", Router(modules))
 
     def trace(
         self,
@@ -71,8 +77,9 @@ class NNsight(Envoy):
         blocking: bool = True,
         timeout: float | None = None,
         backend: Backend | None = None,
+        trace: bool = True,
         **kwargs: Any,
-    ) -> Tracer:
+    ) -> Any:
         """Run the model on `inputs` with the `with` block's body interleaved.
 
         Args:
@@ -84,14 +91,21 @@ class NNsight(Envoy):
                 handle is `tracer.backend`, with `.status()` and `.wait()`).
             timeout: with `remote`, the most seconds to wait for the result.
             backend: what runs the trace (default: this process).
+            trace: False runs the model at once, with its persistent edits, and returns
+                what it returned (no body: `model.trace(x, trace=False)`).
             **kwargs: passed to the model's forward call.
 
         Returns:
-            The tracer, to use as a context manager.
+            The tracer, to use as a context manager (with `trace=False`: the model's output).
         """
         if remote:
             backend = servers.remote_backend(remote, {"blocking": blocking, "timeout": timeout})
-        return Tracer(self, *inputs, backend=backend, **kwargs)
+        tracer = Tracer(self, *inputs, backend=backend, **kwargs)
+        if trace:
+            return tracer
+        with tracer:
+            result = nnsight_save(tracer.result)
+        return result
 
     def scan(self, *inputs: Any, remote: bool | str = False, **kwargs: Any) -> Tracer:
         """A trace on fake tensors: shapes and dtypes without computing or reading weights.

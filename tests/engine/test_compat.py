@@ -306,10 +306,10 @@ def test_rename_with_dotted_keys_stars_classes_and_dotted_aliases():
 @pytest.mark.parametrize(
     ("rename", "match"),
     [
-        ({"layer1": "layer2"}, "would hide a submodule"),
-        ({"layer1": "training"}, "would hide an attribute of the wrapped module"),
-        ({"layer1": "trace"}, "would hide `NNsight.trace`"),
-        ({torch.nn.Linear: "linear"}, "names 2 modules"),
+        ({"layer1": "layer2"}, "would shadow a child module"),
+        ({"layer1": "training"}, "would shadow an attribute of the wrapped module"),
+        ({"layer1": "trace"}, "would shadow the envoy attribute `Envoy.trace`"),
+        ({torch.nn.Linear: "linear"}, "matches 2 modules"),
         ({"layer1": "nope.first"}, "dotted alias"),
     ],
 )
