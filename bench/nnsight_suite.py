@@ -66,7 +66,9 @@ PUBLIC = {  # nnsight's documented import paths of its public classes
     "nnsight.modeling.language": ["LanguageModel"],
     "nnsight.modeling.base": ["NNsight"],
     "nnsight.intervention.envoy": ["Envoy"],
+    "nnsight.intervention.eproperty": ["eproperty"],
     "nnsight.intervention.interleaver": ["OutOfOrderError"],
+    "nnsight.intervention.source": ["SourceNotAvailable"],
 }
 
 

@@ -33,6 +33,12 @@ class TracingError(NNsightError):
     """The tracing API was used in a place or a way it cannot work."""
 
 
+class SourceNotAvailable(TracingError):
+    """`.source` of something with no Python source to rewrite: a forward or callee
+    that is a builtin or compiled from a string, a call into a submodule (which has
+    its own `.source`), an assignment (nothing is called), or a drill outside a trace."""
+
+
 class TracingValueError(TracingError, ValueError):
     """A trace was built in a way nnsight refuses with `ValueError` (a trace with no
     input, an invoke inside an invoke), so `except ValueError` written for nnsight

@@ -41,7 +41,7 @@ def _c_proj_input(hf_gpt2, ids: torch.Tensor) -> torch.Tensor:
 
 def test_listing_names_gpt2_attention_call_sites(llm):
     text = str(llm.transformer.h[0].attn.source)
-    for name in ("self_c_attn_0", "attention_interface_0", "split_1", "transpose_3"):
+    for name in ("self_c_attn_0", "attention_interface_0", "attention_interface_1", "split_1"):
         assert f" {name} " in text
     rows = text.split("\n")
     # The first call on a line is shown on the line's row, others on `+ ...` rows below it.

@@ -1,9 +1,10 @@
 """What the trace body sees of `.source`: a listing, and one envoy per operation.
 
 `module.source` is a `SourceView`: printing it lists the forward with each
-call site's name; `module.source.<name>` is an `OperationEnvoy` whose
-`.output`, `.input` and `.inputs` are read and assigned exactly like a module's
-(the mediator's `get` / `set`, at locations under `"<module path>.source.<name>"`).
+operation's name (calls and assignments); `module.source.<name>` is an
+`OperationEnvoy` whose `.output`, `.input` and `.inputs` are read and assigned,
+and `.skip(value)` used, exactly like a module's (the mediator's `get` / `set` /
+`skip`, at locations under `"<module path>.source.<name>"`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 
 from torch import nn
 
-from ...errors import NotReachedError, OutOfOrderError, TracingError
+from ...errors import NotReachedError, OutOfOrderError, SourceNotAvailable, TracingError
 from ..inputs import FirstInput
 from ..mediator import _access, current_mediator
-from .listing import excerpt, listing
+from .listing import excerpt, listing, window
 from .probe import Callee, NoSourceError, Scope, is_sourced, module_source
 from .rewrite import Compiled
 
@@ -26,7 +27,8 @@ def source_view(module: Any, path: str) -> SourceView:
     """`module.source` for the envoy of `module` at `path` (see `Envoy.source`).
 
     Raises:
-        TracingError: `module` is not a module, or its forward has no Python source.
+        TracingError: `module` is not a module.
+        SourceNotAvailable: its forward has no Python source.
         OutOfOrderError: first used in a trace after the module's call had started.
     """
     if not isinstance(module, nn.Module):
@@ -38,7 +40,7 @@ def source_view(module: Any, path: str) -> SourceView:
     try:
         source = module_source(module, path)
     except NoSourceError as error:
-        raise TracingError(
+        raise SourceNotAvailable(
             f"`{_access(path, 'source')}` is not available: {error}. Read the module's "
             "`.input` / `.output` instead, or `.source` of its submodules."
         ) from None
@@ -56,6 +58,9 @@ def source_view(module: Any, path: str) -> SourceView:
 
 class SourceView:
     """The operations of one function: print it to list them, get one by name.
+
+    `names` lists the operation names in execution order; iterating gives their
+    envoys in that order.
 
     Args:
         scope: where the operations are probed.
@@ -77,11 +82,17 @@ class SourceView:
         if name in compiled.rows:
             return OperationEnvoy(self.__dict__["_scope"], name, compiled)
         close = difflib.get_close_matches(name, compiled.names, n=5, cutoff=0.5)
-        hint = f" Close names: {', '.join(close)}." if close else ""
+        hint = f" (close names: {', '.join(close)})" if close else ""
+        available = ", ".join(compiled.names) or "(none)"
         raise AttributeError(
-            f"`{_access(self.__dict__['_owner'], 'source')}` has no operation {name!r}.{hint} "
-            "print() the .source to list every operation with its line."
+            f"`{_access(self.__dict__['_owner'], 'source')}` has no operation {name!r}{hint}; "
+            f"available: {available}. print() the .source to see each operation's line."
         )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The operation names, in execution order (calls and assignments)."""
+        return self._compiled.names
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(
@@ -105,16 +116,18 @@ class SourceView:
 
 
 class OperationEnvoy(FirstInput):
-    """One call made inside a forward: `module.source.<name>`.
+    """One call or assignment inside a forward: `module.source.<name>`.
 
     Inside a trace body `.output` is what the call returned, `.inputs` its
     `(args, kwargs)` and `.input` its first argument; assigning any of them
-    replaces the value the forward goes on with. Reads and writes follow the
-    model's execution order, as for modules.
+    replaces the value the forward goes on with, and `.skip(value)` makes the call
+    return `value` without running. For an assignment (`h = v`: `h_0`) `.output`
+    and `.input` are the value bound, and `.skip(value)` binds `value` instead.
+    Reads and writes follow the model's execution order, as for modules.
 
     Example:
         >>> with llm.trace("Hello"):
-        ...     attn = llm.transformer.h[0].attn.source.attention_interface_0.output.save()
+        ...     attn = llm.transformer.h[0].attn.source.attention_interface_1.output.save()
     """
 
     __slots__ = ("_scope", "_name", "_compiled", "_path")
@@ -124,8 +137,13 @@ class OperationEnvoy(FirstInput):
         self._path = scope.prefix + name
 
     @property
+    def name(self) -> str:
+        """The operation's name in its `.source` (`self_c_attn_0`)."""
+        return self._name
+
+    @property
     def output(self) -> Any:
-        """What the call returned (in this call of the module)."""
+        """What the call returned, or the value assigned (in this call of the module)."""
         return self._get("output", "output")
 
     @output.setter
@@ -142,6 +160,24 @@ class OperationEnvoy(FirstInput):
         args, kwargs = value
         self._set("input", "inputs", (tuple(args), dict(kwargs)))
 
+    def skip(self, value: Any) -> None:
+        """Do not make this call in this call of the module; use `value` as what it
+        returned (for an assignment: bind `value` instead).
+
+        Args:
+            value: the output to use instead, e.g. an earlier operation's `.output`.
+
+        Raises:
+            TracingError: `value` is an envoy (pass its `.output`).
+        """
+        if isinstance(value, (OperationEnvoy, nn.Module)) or hasattr(value, "_module"):
+            raise TracingError(
+                f"`{_access(self._path, 'skip')}(value)` takes the value to use instead of "
+                f"the call, got {type(value).__name__}: pass a value, e.g. an envoy's `.output`."
+            )
+        mediator = current_mediator(self._path, "skip")
+        self._wait(mediator, lambda: mediator.skip(self._path, value), "skip")
+
     @property
     def source(self) -> SourceView:
         """The operations of the function this call calls, one level down.
@@ -150,26 +186,43 @@ class OperationEnvoy(FirstInput):
         often a variable, such as an attention implementation chosen at run time).
 
         Raises:
-            TracingError: the callee is a module (use its own `.source`), a builtin, or
-                has no Python source.
+            SourceNotAvailable: outside a trace, on an assignment, or the callee is a
+                module (use its own `.source`), a builtin, or has no Python source.
         """
-        mediator = current_mediator(self._path, "source")
+        if self._name in self._compiled.assignments:
+            raise SourceNotAvailable(
+                f"`{_access(self._path, 'source')}`: `{self._name}` is an assignment "
+                f"(`{excerpt(self._compiled, self._name)}`), not a call: there is no callee to "
+                "drill into. Read its `.output`, or `.source` of the call that made the value."
+            )
+        mediator = current_mediator(self._path, "source", optional=True)
+        if mediator is None:
+            raise SourceNotAvailable(
+                f"`{_access(self._path, 'source')}`: recursive `.source` is only available "
+                "inside a trace, where the function this operation calls is known (it is "
+                "often a variable). Use it inside `with model.trace(...):`."
+            )
         callee: Callee = self._scope.callee(self._name)
         if not self.callee_known():
             fn = self._wait(mediator, lambda: mediator.get(self._path, "fn"), "source")
             try:
-                callee.prepare(fn)
+                callee.prepare(fn, mediator.interleaver)
             except NoSourceError as error:
-                raise TracingError(
+                raise SourceNotAvailable(
                     f"`{_access(self._path, 'source')}` is not available: {error}."
                 ) from None
         assert callee.compiled is not None
         return SourceView(callee, callee.compiled, self._path)
 
     def callee_known(self) -> bool:
-        """Whether the operations of what this call calls are known (listed once a trace
-        has seen the call), so that `.source` needs no wait for the call."""
-        return self._scope.callee(self._name).compiled is not None
+        """Whether `.source` can answer without waiting for the call: the operations of what
+        it calls are known in the running trace (a body of it drilled in already), or it is
+        an assignment (whose `.source` raises)."""
+        if self._name in self._compiled.assignments:
+            return True
+        mediator = current_mediator(self._path, "source", optional=True)
+        interleaver = mediator.interleaver if mediator is not None else None
+        return self._scope.callee(self._name).known_in(interleaver)
 
     def not_executed(self, access: str) -> NotReachedError:
         """The error for `access` (`output`, ...) when the forward ended without this call."""
@@ -199,8 +252,4 @@ class OperationEnvoy(FirstInput):
             raise self.not_executed(access) from None
 
     def __repr__(self) -> str:
-        line = self._compiled.rows[self._name] - self._compiled.def_row
-        return (
-            f"<operation {_access(self._path, '')} (line {line}: "
-            f"`{excerpt(self._compiled, self._name)}`)>"
-        )
+        return f"{_access(self._path, '')}:\n\n{window(self._compiled, self._name)}"

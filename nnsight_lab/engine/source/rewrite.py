@@ -1,17 +1,26 @@
 """Rewriting a function so that every call it makes goes through one probe.
 
 `compile_function(fn)` parses `fn`'s source and turns every call `f(a, k=b)`
-into `__nnsight_lab_op__("f_0", f, a, k=b)`, then compiles the result with the
+into `__nnsight_lab_op__("f_0", f, a, k=b)` and the value of every assignment
+`h = v` into `__nnsight_lab_bind__("h_0", v)`, then compiles the result with the
 original file name and line numbers (tracebacks still point at the real lines).
-`build(fn, compiled, op)` makes the runnable copy: same globals dict (not a
-snapshot), same defaults, same closure cells, plus one cell holding `op`.
+`build(fn, compiled, probes)` makes the runnable copy: same globals dict (not a
+snapshot), same defaults, same closure cells, plus one cell per probe.
 
 Naming (the contract users copy from listings): the callee's dotted name with
 `.` -> `_` (`self.c_attn(...)` -> `self_c_attn`; a subscript is skipped,
 `self.h[0](x)` -> `self_h`; a chain that does not start at a name keeps the
 attributes after it, `x.view(s).transpose(1, 2)` -> `x_view`, `transpose`;
 nothing left -> `call`), then `_<n>`, a counter per name in execution order
-(a call's callee and arguments are named before the call itself).
+(a call's callee and arguments are named before the call itself). An
+assignment is named after its target, rooted in a name (`h = ...` -> `h`,
+`out[:, 0] = ...` -> `out`, `self.buf = ...` -> `self_buf`), after the calls of
+its value; where a call has the same name, the assignments are numbered after the
+function's calls of that name, so a call's name does not depend on them
+(`f = pick(); f(x)` -> the call `f_0`, the assignment `f_1`: the seed walkthrough's
+`attention_interface_0` is the attention call).
+`a, b = e1, e2` (a tuple literal) names each element; chained (`a = b = v`),
+augmented (`x += v`) and unpacking (`a, b = f()`) assignments are not operations.
 
 The definition is recompiled inside a shell function whose parameters are the
 original's free variables (so they stay free variables, bound to the original
@@ -30,6 +39,7 @@ from dataclasses import dataclass
 from types import CellType, CodeType, FunctionType
 
 OP = "__nnsight_lab_op__"
+BIND = "__nnsight_lab_bind__"
 _SHELL = "__nnsight_lab_shell__"
 # Calls that read the calling frame: run from inside the probe they would see the wrong one.
 _FRAME_CALLS = frozenset({"super", "locals", "vars", "dir", "globals"})
@@ -49,9 +59,10 @@ class Compiled:
     Attributes:
         code: the rewritten code object of the function.
         names: operation names, in execution (numbering) order.
-        rows: operation name -> row of its call in `lines`.
+        rows: operation name -> row of its call (or assignment) in `lines`.
         lines: the function's source lines, dedented, decorators included.
         def_row: row of the `def` line in `lines` (rows above it are decorators).
+        assignments: the names that are assignments (the others are calls).
     """
 
     code: CodeType
@@ -59,25 +70,56 @@ class Compiled:
     rows: dict[str, int]
     lines: tuple[str, ...]
     def_row: int
+    assignments: frozenset[str] = frozenset()
 
 
 class _Instrument(ast.NodeTransformer):
     """Wraps every call in the probe and names it (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # calls per name
         self.rows: dict[str, int] = {}
+        self.assignments: set[str] = set()
+        self._binds: dict[str, list[tuple[ast.Constant, int]]] = {}  # per name: (probe arg, row)
+        self._order: list[tuple[str, int]] = []  # (call name or assignment base, index)
+
+    def _name(self, base: str, node: ast.AST) -> str:
+        count = self.counts.get(base, 0)
+        self.counts[base] = count + 1
+        name = f"{base}_{count}"
+        self.rows[name] = node.lineno - 1  # type: ignore[attr-defined]
+        self._order.append((name, -1))
+        return name
+
+    def _bind_name(self, base: str, node: ast.AST) -> ast.Constant:
+        """The (not yet numbered) name argument of an assignment's probe (see `finish`)."""
+        constant = ast.Constant(value=base)
+        binds = self._binds.setdefault(base, [])
+        self._order.append((base, len(binds)))
+        binds.append((constant, node.lineno - 1))  # type: ignore[attr-defined]
+        return constant
+
+    def finish(self) -> None:
+        """Number the assignments: after the calls of the same name, so that a call keeps
+        the name it has without them (`attention_interface = pick(); attention_interface(q)`:
+        the call is `attention_interface_0`, the assignment `attention_interface_1`)."""
+        rows = {}
+        for base, index in self._order:
+            if index < 0:  # a call: named already
+                rows[base] = self.rows[base]
+                continue
+            constant, row = self._binds[base][index]
+            name = constant.value = f"{base}_{self.counts.get(base, 0) + index}"
+            rows[name] = row
+            self.assignments.add(name)
+        self.rows = rows
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         self.generic_visit(node)  # first: inner calls run, and are numbered, before this one
         func = node.func
         if isinstance(func, ast.Name) and func.id in _FRAME_CALLS and not node.args:
             return node
-        base = "_".join(_dotted(func)) or "call"
-        count = self.counts.get(base, 0)
-        self.counts[base] = count + 1
-        name = f"{base}_{count}"
-        self.rows[name] = node.lineno - 1
+        name = self._name("_".join(_dotted(func)) or "call", node)
         probe = ast.Call(
             func=ast.Name(id=OP, ctx=ast.Load()),
             args=[ast.Constant(value=name), func, *node.args],
@@ -85,14 +127,36 @@ class _Instrument(ast.NodeTransformer):
         )
         return ast.copy_location(probe, node)
 
+    def _bind(self, target: ast.expr, value: ast.expr, statement: ast.stmt) -> ast.expr:
+        """`value` routed through the assignment probe under `target`'s name (if it has one)."""
+        parts = _dotted(target, rooted=True)
+        if not parts:
+            return value
+        probe = ast.Call(
+            func=ast.Name(id=BIND, ctx=ast.Load()),
+            args=[self._bind_name("_".join(parts), statement), value],
+            keywords=[],
+        )
+        return ast.copy_location(probe, value)
+
     def visit_Assign(self, node: ast.Assign) -> ast.AST:
         node.value = self.visit(node.value)  # the value runs before the targets
+        if len(node.targets) == 1:  # `a = b = v`: one value for two names, not an operation
+            target, value = node.targets[0], node.value
+            if isinstance(target, (ast.Tuple, ast.List)):
+                if _pairs(target, value):  # `a, b = e1, e2`: each name its own value
+                    assert isinstance(value, ast.Tuple)
+                    value.elts = [
+                        self._bind(t, v, node) for t, v in zip(target.elts, value.elts, strict=True)
+                    ]
+            else:
+                node.value = self._bind(target, value, node)
         node.targets = [self.visit(target) for target in node.targets]
         return node
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> ast.AST:
         if node.value is not None:  # a local's annotation is never evaluated: leave it
-            node.value = self.visit(node.value)
+            node.value = self._bind(node.target, self.visit(node.value), node)
         node.target = self.visit(node.target)
         return node
 
@@ -106,8 +170,8 @@ class _Instrument(ast.NodeTransformer):
     visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
 
 
-def _dotted(expr: ast.expr) -> list[str]:
-    """`self.a.b` -> [self, a, b]; `x[0].y` -> [x, y]; `f(x).y` -> [y]."""
+def _dotted(expr: ast.expr, rooted: bool = False) -> list[str]:
+    """`self.a.b` -> [self, a, b]; `x[0].y` -> [x, y]; `f(x).y` -> [y] ([] if `rooted`)."""
     parts: list[str] = []
     while True:
         if isinstance(expr, ast.Attribute):
@@ -119,7 +183,14 @@ def _dotted(expr: ast.expr) -> list[str]:
             parts.append(expr.id)
             return parts[::-1]
         else:
-            return parts[::-1]
+            return [] if rooted else parts[::-1]
+
+
+def _pairs(target: ast.Tuple | ast.List, value: ast.expr) -> bool:
+    """Whether `target = value` binds each target element its own element of a tuple literal."""
+    if not isinstance(value, ast.Tuple) or len(value.elts) != len(target.elts):
+        return False
+    return not any(isinstance(e, ast.Starred) for e in (*target.elts, *value.elts))
 
 
 def compile_function(fn: FunctionType) -> Compiled:
@@ -143,6 +214,7 @@ def compile_function(fn: FunctionType) -> Compiled:
         raise NoSourceError(f"{fn.__qualname__} is not defined by a `def` (a lambda?)")
     instrument = _Instrument()
     definition.body = [instrument.visit(statement) for statement in definition.body]
+    instrument.finish()
     def_row = definition.lineno - 1
     definition.decorator_list = []  # the caller keeps the original decorators
     tree.body = [_shell(definition, code, fn.__qualname__)]
@@ -153,7 +225,8 @@ def compile_function(fn: FunctionType) -> Compiled:
     owner = _owner(fn.__qualname__)
     rewritten = _find_code(module, (_SHELL, *([owner] if owner else []), code.co_name))
     lines = tuple(text.split("\n"))
-    return Compiled(rewritten, tuple(instrument.rows), instrument.rows, lines, def_row)
+    assignments = frozenset(instrument.assignments)
+    return Compiled(rewritten, tuple(instrument.rows), instrument.rows, lines, def_row, assignments)
 
 
 def _shell(definition: ast.stmt, code: CodeType, qualname: str) -> ast.FunctionDef:
@@ -165,7 +238,7 @@ def _shell(definition: ast.stmt, code: CodeType, qualname: str) -> ast.FunctionD
         if owner not in code.co_freevars:  # the class name, used in the method, stays global
             body.insert(0, ast.Global(names=[owner]))
     # In a class, `__class__` is the compiler's own cell: not a parameter.
-    names = [n for n in (*code.co_freevars, OP) if n != "__class__" or owner is None]
+    names = [n for n in (*code.co_freevars, OP, BIND) if n != "__class__" or owner is None]
     parameters = [ast.arg(arg=name) for name in names]
     arguments = ast.arguments(
         posonlyargs=[], args=parameters, kwonlyargs=[], kw_defaults=[], defaults=[]
@@ -189,13 +262,13 @@ def _find_code(code: CodeType, names: tuple[str, ...]) -> CodeType:
     return code
 
 
-def build(fn: FunctionType, compiled: Compiled, op: Callable) -> FunctionType:
-    """A copy of `fn` running `compiled.code`, with `op` as its probe.
+def build(fn: FunctionType, compiled: Compiled, probes: tuple[Callable, Callable]) -> FunctionType:
+    """A copy of `fn` running `compiled.code`, with `probes` (for calls, for assignments).
 
     Keeps `fn`'s globals dict itself, so later changes to the module's globals are seen.
     """
     cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True))
-    cells[OP] = CellType(op)
+    cells[OP], cells[BIND] = CellType(probes[0]), CellType(probes[1])
     try:
         closure = tuple(cells[name] for name in compiled.code.co_freevars)
     except KeyError as error:
@@ -216,22 +289,65 @@ def _like(fn: FunctionType, code: CodeType, closure: tuple | None) -> FunctionTy
 def peel(fn: FunctionType) -> tuple[FunctionType, list[tuple[FunctionType, int]]]:
     """The function under `fn`'s decorators, and the chain of wrappers around it.
 
-    A wrapper is peeled when it is a Python function whose `__wrapped__` sits in one
-    of its closure cells (what `functools.wraps` decorators look like); the chain is
-    outermost first, each with the index of that cell. Any other wrapper is kept as
-    the function to rewrite, so whatever it does still happens.
+    A wrapper (a function defined inside another, not in a class) is peeled when its
+    own source calls, by name, exactly one of the Python functions in its closure
+    (`functools.wraps` or not): that one is what it decorates.
+    The chain is outermost first, each with the index of that cell. A wrapper that
+    calls none of them directly (a dispatcher handing the function to a lookup, or to
+    a helper) or several is kept as the function to rewrite, so whatever it does still
+    happens, and its calls are what `.source` shows.
     """
     chain: list[tuple[FunctionType, int]] = []
     while True:
-        inner = getattr(fn, "__wrapped__", None)
-        if not isinstance(inner, FunctionType) or inner is fn:
-            return fn, chain
-        cells = fn.__closure__ or ()
-        index = next((i for i, c in enumerate(cells) if _contents(c) is inner), None)
+        index = _decorated_cell(fn)
         if index is None:
+            return fn, chain
+        inner = _contents((fn.__closure__ or ())[index])
+        if not isinstance(inner, FunctionType) or any(inner is w for w, _ in (*chain, (fn, 0))):
             return fn, chain
         chain.append((fn, index))
         fn = inner
+
+
+_CALLED: dict[CodeType, frozenset[str] | None] = {}  # wrapper code -> free names it calls
+
+
+def _decorated_cell(wrapper: FunctionType) -> int | None:
+    """The index of the closure cell holding the function `wrapper` decorates, if any."""
+    cells = wrapper.__closure__
+    code = wrapper.__code__
+    if not cells or code.co_qualname.split(".")[-2:-1] != ["<locals>"]:
+        return None  # a wrapper is defined in its decorator; a method in its class
+    if code not in _CALLED:
+        _CALLED[code] = _called_free_names(code)
+    called = _CALLED[code]
+    if called is None:  # no source to read: trust `functools.wraps`
+        wrapped = getattr(wrapper, "__wrapped__", None)
+        return next((i for i, c in enumerate(cells) if _contents(c) is wrapped), None)
+    candidates = [
+        i
+        for i, (name, cell) in enumerate(zip(code.co_freevars, cells, strict=True))
+        if name in called and isinstance(_contents(cell), FunctionType)
+    ]
+    if len(candidates) > 1:  # ambiguous, unless one of them is what `functools.wraps` names
+        wrapped = getattr(wrapper, "__wrapped__", None)
+        candidates = [i for i in candidates if _contents(cells[i]) is wrapped]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _called_free_names(code: CodeType) -> frozenset[str] | None:
+    """The free variables `code`'s own source calls by name (`func(...)`); None: no source."""
+    try:
+        source_lines, _ = inspect.getsourcelines(code)
+        tree = ast.parse(textwrap.dedent("".join(source_lines)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    free = set(code.co_freevars)
+    return frozenset(
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in free
+    )
 
 
 def rewrap(chain: list[tuple[FunctionType, int]], inner: FunctionType) -> FunctionType:
