@@ -76,6 +76,8 @@ class Cache:
         device: move recorded tensors there (None: leave them where they are).
         dtype: cast recorded floating tensors to it (None: keep theirs).
         detach: detach recorded tensors from the autograd graph.
+        non_blocking: copy to `device` asynchronously (`Tensor.to(non_blocking=True)`):
+            faster from an accelerator, but read the values only after synchronizing.
         model: the root envoy, for attribute access through aliases (optional).
     """
 
@@ -88,12 +90,14 @@ class Cache:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         detach: bool = False,
+        non_blocking: bool = False,
         model: Envoy | None = None,
     ) -> None:
         self.paths = paths
         self.include_inputs = include_inputs
         self.include_output = include_output
         self.device, self.dtype, self.detach = device, dtype, detach
+        self.non_blocking = non_blocking
         self._model = model  # private: `cache.model` is the model's root in the cache
         self.entries: dict[str, Entry] = {}
         self._covered = frozenset(paths)
@@ -125,7 +129,7 @@ class Cache:
             tensor = tensor.detach()
         dtype = self.dtype if self.dtype is not None and tensor.is_floating_point() else None
         if self.device is not None or dtype is not None:
-            tensor = tensor.to(device=self.device, dtype=dtype)
+            tensor = tensor.to(device=self.device, dtype=dtype, non_blocking=self.non_blocking)
         return tensor
 
     def __getitem__(self, path: str | int) -> CacheView:
@@ -163,7 +167,16 @@ class Cache:
 
 
 _OWN = frozenset(
-    ("paths", "include_inputs", "include_output", "device", "dtype", "detach", "entries")
+    (
+        "paths",
+        "include_inputs",
+        "include_output",
+        "device",
+        "dtype",
+        "detach",
+        "non_blocking",
+        "entries",
+    )
 )
 
 

@@ -21,39 +21,66 @@ import warnings
 from collections.abc import Iterator
 from types import FrameType
 
-from ..errors import NNsightWarning, TracingError
+from ..errors import NNsightWarning, TracingValueError
 from ..tracing import Body, CapturingContext
 from ..tracing.source import statement_after
 from .mediator import IterationOver, Mediator, current_mediator
 
 
 class Steps:
-    """`tracer.iter`: index it with a step or a slice of steps."""
+    """`tracer.iter`: index it with a step, a slice of steps, or a list of steps."""
 
-    def __getitem__(self, selector: int | slice) -> Iteration:
+    def __getitem__(self, selector: int | slice | list[int] | tuple[int, ...]) -> Iteration:
         if isinstance(selector, int):
-            if selector < 0:
-                raise TracingError("tracer.iter[...] takes steps counted from 0; got a negative")
+            _check_steps([selector])
             return Iteration(slice(selector, selector + 1))
         if isinstance(selector, slice):
-            if any(v is not None and v < 0 for v in (selector.start, selector.stop)):
-                raise TracingError("tracer.iter[...] takes steps counted from 0; got a negative")
+            _check_steps([v for v in (selector.start, selector.stop) if v is not None])
             if selector.step is not None and selector.step < 1:
-                raise TracingError("tracer.iter[a:b:s] needs a positive s")
+                raise TracingValueError("tracer.iter[a:b:s] needs a positive s")
             return Iteration(selector)
-        raise TracingError(
-            f"tracer.iter[...] takes an int or a slice (iter[0], iter[1:3], iter[:]), "
-            f"got {type(selector).__name__}"
+        if isinstance(selector, (list, tuple)) and selector:
+            chosen = [int(step) for step in _check_steps(list(selector))]
+            if any(b <= a for a, b in itertools.pairwise(chosen)):
+                raise TracingValueError(
+                    f"tracer.iter[{chosen}] needs its steps in increasing order: the model "
+                    "runs them in order, so a body cannot go back to an earlier one"
+                )
+            return Iteration(slice(chosen[0], chosen[-1] + 1), chosen)
+        raise TracingValueError(
+            "tracer.iter[...] takes a step, a slice or a list of steps (iter[0], iter[1:3], "
+            f"iter[:], iter[[0, 2, 4]]), got {type(selector).__name__}"
+            + (" (an empty one)" if isinstance(selector, (list, tuple)) else "")
         )
 
 
-class Iteration(CapturingContext):
-    """One `tracer.iter[...]`, used as `with ... as step:` or `for step in ...:`."""
+def _check_steps(steps: list) -> list:
+    for step in steps:
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TracingValueError(
+                f"tracer.iter[...] takes whole steps, got {type(step).__name__} {step!r}"
+            )
+        if step < 0:
+            raise TracingValueError(
+                f"tracer.iter[...] takes steps counted from 0; got a negative one ({step}): "
+                "the number of steps is not known before the model runs"
+            )
+    return steps
 
-    def __init__(self, steps: slice) -> None:
+
+class Iteration(CapturingContext):
+    """One `tracer.iter[...]`, used as `with ... as step:` or `for step in ...:`.
+
+    `steps` is the slice of steps it covers (`stop` None: until the model stops);
+    `chosen` the steps it runs when they were given as a list."""
+
+    def __init__(self, steps: slice, chosen: list[int] | None = None) -> None:
         self.steps = steps
+        self.chosen = chosen
 
     def indices(self) -> Iterator[int]:
+        if self.chosen is not None:
+            return iter(self.chosen)
         start, stop, step = self.steps.start or 0, self.steps.stop, self.steps.step or 1
         return iter(range(start, stop, step)) if stop is not None else itertools.count(start, step)
 
@@ -86,7 +113,13 @@ class Iteration(CapturingContext):
 
 
 class _iterating:
-    """Marks `mediator` as inside `iteration` (at `line`); restores its step afterwards."""
+    """Marks `mediator` as inside `iteration` (at `line`); restores its step afterwards.
+
+    When the model stops while the loop waits for a step (`IterationOver`), the loop
+    tells the error about itself, for the warning. A `with` block's exit sees the
+    error; a `for` loop's generator is closed while the error unwinds the body, so it
+    sees `GeneratorExit`, and finds the error on the mediator (`Mediator.failing`).
+    """
 
     def __init__(self, mediator: Mediator, iteration: Iteration, line: int, after: int | None):
         self.mediator, self.iteration, self.line, self.after = mediator, iteration, line, after
@@ -96,9 +129,13 @@ class _iterating:
         self.mediator.iterating += 1
 
     def __exit__(self, kind: type | None, error: BaseException | None, *exc: object) -> None:
-        if isinstance(error, IterationOver):  # the model is done: tell the warning about us
+        over = error if isinstance(error, IterationOver) else None
+        if over is None and isinstance(error, GeneratorExit):
+            failing = self.mediator.failing
+            over = failing if isinstance(failing, IterationOver) else None
+        if over is not None:  # the model is done: tell the warning about us
             bounded = self.iteration.steps.stop is not None
-            error.left(self.line, self.mediator.iteration, bounded, self.after)
+            over.left(self.line, self.mediator.iteration, bounded, self.after)
         self.mediator.iterating -= 1
         self.mediator.iteration = self.previous
 
