@@ -16,7 +16,7 @@ from ..tracing import Body, Namespace, save
 from ..tracing import rewrite as names
 from .backward import Backward, grad_of, set_grad
 from .cache import start as start_cache
-from .inputs import prepare_input
+from .inputs import batch_inputs, prepare_input
 from .interleaver import Interleaver
 from .mediator import Mediator
 from .stepped_mediator import REQUEST, SteppedMediator, can_step
@@ -112,7 +112,7 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke], backend: LocalBackend) ->
             # An invoke with no input after one that iterates without end runs once the
             # model is done (nothing would tell it that the iteration is over).
             deferred = rows is None and endless
-            mediator = _mediator(body, invoke.namespace, rows, deferred)
+            mediator = _mediator(body, invoke.namespace, rows, deferred, model._steppable)
             mediator.generating = tracer.entry == "_generate"
             mediators.append(mediator)
             endless = endless or body.endless
@@ -121,13 +121,15 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke], backend: LocalBackend) ->
             "this trace has no input: pass one to `model.trace(input)` or to a "
             "`tracer.invoke(input)` inside it."
         )
-    args, kwargs = model._batch(prepared)
+    args, kwargs = batch_inputs(model, prepared, getattr(model, tracer.entry))
     kwargs = {**kwargs, **tracer.kwargs}
     for mediator in mediators:
         if mediator.rows == (0, size):
             mediator.rows = None  # the whole batch: nothing to cut
-    edits = [Mediator(e.body.code, e.fresh_namespace(), None) for e in model._edits]
-    interleaver = Interleaver(edits + mediators, size)
+    if model._edits:  # persistent edits run first, as bodies of their own
+        edits = [Mediator(e.body.code, e.fresh_namespace(), None) for e in model._edits]
+        mediators = edits + mediators
+    interleaver = Interleaver(mediators, size)
     for cache in tracer.pending_caches:
         start_cache(interleaver, cache)
     interleaver.stop_when_done = backend.stops_early
@@ -135,9 +137,10 @@ def run_invokes(tracer: Tracer, invokes: list[Invoke], backend: LocalBackend) ->
 
 
 def _mediator(
-    body: Body, namespace: dict, rows: tuple[int, int] | None, deferred: bool
+    body: Body, namespace: dict, rows: tuple[int, int] | None, deferred: bool, steppable: bool
 ) -> Mediator:
-    """The mediator that runs `body`: a stepped one (no greenlet) where the body allows it.
+    """The mediator that runs `body`: a stepped one (no greenlet) where the body and the
+    model allow it (`steppable`: see `NNsight._tree_changed`).
 
     A stepped body stores names as globals, plain dict writes, as into a trace's
     `Namespace`; an invoke's `Layer` must see its writes, so invokes run in greenlets.
@@ -146,6 +149,7 @@ def _mediator(
     if (
         stepped is not None
         and CONFIG.APP.STEPPED
+        and steppable
         and not deferred
         and isinstance(namespace, Namespace)
         and can_step(stepped, namespace)

@@ -168,3 +168,15 @@ def flush(mediator: Any) -> None:
 
 def _where(mediator: Any, path: str) -> tuple[str, int]:
     return path, mediator.iteration
+
+
+def has_eproperties(cls: type) -> bool:
+    """Whether `cls` (an Envoy class) or a base of it defines an `eproperty`."""
+    found = _HAS_EPROPERTIES.get(cls)
+    if found is None:
+        values = (v for klass in cls.__mro__ for v in vars(klass).values())
+        found = _HAS_EPROPERTIES[cls] = any(isinstance(v, eproperty) for v in values)
+    return found
+
+
+_HAS_EPROPERTIES: dict[type, bool] = {}  # per class (a dict: mypy refuses functools.cache)

@@ -66,6 +66,20 @@ class _Plan:
 _forward_entry = methodcaller("get", "forward", _MISSING)
 
 
+class _Routing:
+    """What the routing wrappers read: the interleaver they serve, and its thread.
+
+    The wrappers hold this, not the `Router` (which holds them): no reference cycle
+    through a model's modules, so a model is freed when its last reference goes.
+    """
+
+    __slots__ = ("interleaver", "thread")
+
+    def __init__(self) -> None:
+        self.interleaver: Interleaver | None = None
+        self.thread: int | None = None  # the thread whose trace the wrappers serve
+
+
 class Router:
     """The routing wrappers of one model's modules.
 
@@ -76,18 +90,23 @@ class Router:
     def __init__(self, modules: list[tuple[str, nn.Module]]) -> None:
         self.modules = modules
         self.lock = threading.RLock()  # held by the trace that runs on this model
-        self.interleaver: Interleaver | None = None
-        self.thread: int | None = None  # the thread whose trace the wrappers serve
+        self.routing = _Routing()
         self._wrappers: dict[str, tuple[Any, Callable]] = {}  # path -> (original, wrapper)
         self._plan: _Plan | None = None
+
+    @property
+    def interleaver(self) -> Interleaver | None:
+        """The interleaver of the trace running on this model (None: none runs)."""
+        return self.routing.interleaver
 
     def install(self, interleaver: Interleaver) -> Callable[[], None]:
         """Route every module call to `interleaver` until the returned undo is called."""
         plan = self._plan
         if plan is None or not plan.current():  # first trace, a forward replaced, or nested
             plan = self._plan = self._make_plan()
-        previous_interleaver, self.interleaver = self.interleaver, interleaver
-        self.thread = threading.get_ident()
+        routing = self.routing
+        previous_interleaver, routing.interleaver = routing.interleaver, interleaver
+        routing.thread = threading.get_ident()
         try:
             plan.install()
         except BaseException:
@@ -125,14 +144,14 @@ class Router:
 
     def _restore(self, plan: _Plan, interleaver: Interleaver | None) -> None:
         plan.restore()
-        self.interleaver = interleaver
+        self.routing.interleaver = interleaver
         if interleaver is None:
-            self.thread = None
+            self.routing.thread = None
 
     def _wrapper(self, path: str, module: nn.Module, original: Any) -> Callable:
         if getattr(original, "__routed__", None) is not None:
             return original  # a trace of this model inside a trace of it: already routed
-        wrapper = _routed(self, path, module.forward, module)
+        wrapper = _routed(self.routing, path, module.forward, module)
         self._wrappers[path] = (original, wrapper)
         return wrapper
 
@@ -141,17 +160,17 @@ def _attrs(module: nn.Module) -> dict:
     return getattr(module.__dict__.get("forward"), "__dict__", {})
 
 
-def _routed(router: Router, path: str, forward: Callable, module: nn.Module) -> Callable:
+def _routed(routing: _Routing, path: str, forward: Callable, module: nn.Module) -> Callable:
     inputs, outputs = f"{path}.input.", f"{path}.output."
 
     def routed_forward(*args, **kwargs):
-        if get_ident() != router.thread:  # another thread calls the model: not the trace's
+        if get_ident() != routing.thread:  # another thread calls the model: not the trace's
             return forward(*args, **kwargs)
-        interleaver = router.interleaver
+        interleaver = routing.interleaver
         started = interleaver.started  # type: ignore[union-attr]
         index = started.get(path, 0)
         started[path] = index + 1
-        # `.source` used on this module: run its rewritten copy (none sourced: one dict test)
+        # `.source` used on this module: run its rewritten copy (none ever sourced: one list test)
         body = (sourced_modules and source_forward(module, interleaver)) or forward
         if path in interleaver.wanted_inputs:  # type: ignore[union-attr]
             args, kwargs = interleaver.handle(f"{inputs}{index}", (args, kwargs))  # type: ignore[union-attr]

@@ -27,6 +27,7 @@ from .mediator import (
     NEW,
     RELEASED,
     WAITING,
+    BarrierError,
     IterationOver,
     Mediator,
     _access,
@@ -56,24 +57,25 @@ class Interleaver:
         batch_size: rows in the batched input (for cutting values per invoke).
     """
 
+    # Defaults of what a trace may set (class attributes: one trace builds one interleaver).
+    location: str | None = None  # where the model is, while it offers a value
+    value: Any = None  # the value it offers there
+    stopping = False  # set by `tracer.stop()`: end the forward after this point
+    stop_when_done = False  # end the forward once every body is done (a scan: output is fake)
+    cache: Any = None  # a Cache recording values, from `tracer.cache()`
+    result: Any = None  # what the model returned, for bodies run after it
+    router: Router | None = None
+    _unroute: Callable[[], None] | None = None  # ends routing, while it lasts
+    error: BaseException | None = None
+
     def __init__(self, mediators: list[Mediator], batch_size: int) -> None:
         self.mediators = mediators
         self.batch_size = batch_size
-        self.location: str | None = None
-        self.value: Any = None
         self.started: dict[str, int] = {}  # path -> calls started
         self.finished: dict[str, int] = {}  # path -> calls finished
         self.wanted_inputs: dict[str, int] = {}  # path -> bodies waiting on its input
         self.wanted_outputs: dict[str, int] = {}  # path -> bodies waiting on its output
         self.skips: dict[str, Any] = {}  # path -> the output to use instead of running it
-        self.stopping = False  # set by `tracer.stop()`: end the forward after this point
-        # End the forward once every body is done (a scan: what the model returns is fake).
-        self.stop_when_done = False
-        self.cache: Any = None  # a Cache recording values, from `tracer.cache()`
-        self.result: Any = None  # what the model returned, for bodies run after it
-        self.router: Router | None = None
-        self._unroute: Callable[[], None] | None = None  # ends routing, while it lasts
-        self.error: BaseException | None = None
 
     def run(self, router: Router | None, call: Callable[[], Any]) -> Any:
         """Start the bodies, run `call()` (the model) routed through us if a body waits.
@@ -87,12 +89,8 @@ class Interleaver:
         Raises:
             The first error a body raised (with the body's traceback), or the model's.
         """
-        if router is None:
-            return self._run(None, call)
-        with router.lock:  # one trace at a time on a model (see `hooks`)
-            return self._run(router, call)
-
-    def _run(self, router: Router | None, call: Callable[[], Any]) -> Any:
+        if router is not None:
+            router.lock.acquire()  # one trace at a time on a model (see `hooks`)
         self.router = router
         try:
             waiting = False
@@ -103,7 +101,8 @@ class Interleaver:
                 if mediator.error is not None:
                     self._abort(mediator)
                 waiting = waiting or mediator.state is not DONE
-            if waiting:
+            mediators = self.mediators
+            if waiting and (len(mediators) > 1 or mediators[0].state is not WAITING):
                 self.step()  # bodies released by a barrier or an assignment before the model ran
                 waiting = self._waiting()
             if self.stopping:
@@ -119,8 +118,12 @@ class Interleaver:
             error, self.error = self.error, None
             assert error is not None
         finally:
-            for mediator in self.mediators:
-                mediator.close()
+            try:
+                for mediator in self.mediators:
+                    mediator.close()
+            finally:
+                if router is not None:
+                    router.lock.release()
         reraise(error)  # outside `except Abort`: the user's error, not chained to Abort
 
     def _waiting(self) -> bool:
@@ -255,9 +258,10 @@ class Interleaver:
                 mediator.resume()
             elif state is AT_BARRIER:
                 mediator.fail(
-                    NotReachedError(
-                        "this barrier was never passed: fewer invokes called it than its "
-                        "count. Give `tracer.barrier(n)` the number of invokes that call it."
+                    BarrierError(
+                        "this barrier was never reached by every block: fewer invokes called "
+                        "it than its count. Give `tracer.barrier(n)` the number of invokes "
+                        "that call it."
                     )
                 )
             if mediator.error is not None:

@@ -66,6 +66,11 @@ class IterationOver(BaseException):
             self.after = after
 
 
+class BarrierError(NotReachedError, ValueError):
+    """A barrier that fewer invokes reached than its count (also a `ValueError`, which
+    nnsight raises there)."""
+
+
 class Stopped(BaseException):
     """Raised in a body by `tracer.stop()`: the body ends there, keeping what it saved,
     and the interleaver ends the forward pass (not an `Exception`: the body's own
@@ -100,17 +105,23 @@ class Mediator:
         self.code = code
         self.namespace = namespace
         self.rows = rows
-        self.deferred = deferred  # runs after the model, reading only what it returned
-        self.iteration = 0  # the call (step) of every module this body reads now
-        self.iterating = 0  # how many `tracer.iter` blocks are open around the body's code
-        self.waits = 0  # how many times the body has waited for the model
-        self.generating = False  # steps are generation steps (calls of the root module)
-        self.state = NEW
-        self.location: str | None = None
-        self.name: str | None = None
-        self.error: BaseException | None = None
-        self.interleaver: Interleaver | None = None
-        self.greenlet: MediatorGreenlet | None = None
+        if deferred:
+            self.deferred = True
+
+    # Defaults of the state a run changes (class attributes: set per mediator only when
+    # they change, which a trace's setup does not pay for).
+    deferred = False  # runs after the model, reading only what it returned
+    iteration = 0  # the call (step) of every module this body reads now
+    iterating = 0  # how many `tracer.iter` blocks are open around the body's code
+    failing: BaseException | None = None  # what `fail` is raising in the body
+    waits = 0  # how many times the body has waited for the model
+    generating = False  # steps are generation steps (calls of the root module)
+    state: State = NEW
+    location: str | None = None
+    name: str | None = None
+    error: BaseException | None = None
+    interleaver: Interleaver | None = None
+    greenlet: MediatorGreenlet | None = None
 
     # -- driven by the interleaver (model side) ------------------------------
 
@@ -129,7 +140,11 @@ class Mediator:
     def fail(self, error: BaseException) -> None:
         """Raise `error` where the body waits, so its traceback shows the user's line."""
         assert self.greenlet is not None
-        self.greenlet.throw(error)
+        self.failing = error
+        try:
+            self.greenlet.throw(error)
+        finally:
+            self.failing = None
 
     def close(self) -> None:
         """End the body if it is still waiting; drop references to engine state."""

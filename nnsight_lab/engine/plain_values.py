@@ -43,8 +43,9 @@ _CONTAINERS = frozenset({list, tuple, dict, set, frozenset})
 _PACKAGES = frozenset({"torch", "math", "numpy", "einops", "nnsight_lab", "transformers"})
 _SAMPLE = 32  # values checked in all (a list of prompts: its first strings tell)
 _FUNCTIONS = (types.BuiltinFunctionType, types.FunctionType, types.MethodType)
-# By type, for values judged by their type alone (True: plain); filled as types are met.
-_BY_TYPE: dict[type, bool] = dict.fromkeys(_SCALARS, True)
+# By type, for values judged by their type alone (True: plain); filled as types are met
+# (`can_step` reads it first: one dict lookup for the usual values).
+BY_TYPE: dict[type, bool] = dict.fromkeys(_SCALARS, True)
 
 
 def plain(value: Any) -> bool:
@@ -52,13 +53,13 @@ def plain(value: Any) -> bool:
     those, or an object, function or module of torch, numpy, math, einops, transformers
     or nnsight_lab. A subclass of one of those defined elsewhere is not plain. Of a
     container, the first values (breadth first, `_SAMPLE` in all) are checked."""
-    known = _BY_TYPE.get(type(value))
+    known = BY_TYPE.get(type(value))
     if known is not None:  # the usual case: the model, a tensor, a number
         return known
     queue = [value]
     for item in queue:  # breadth first; the queue never grows past `_SAMPLE`
         kind = type(item)
-        known = _BY_TYPE.get(kind)
+        known = BY_TYPE.get(kind)
         if known is not None:
             if not known:
                 return False
@@ -81,5 +82,5 @@ def _plain_object(value: Any, kind: type) -> bool:
         owner = value.__module__ or ""
         return owner.partition(".")[0] in _PACKAGES
     judged = (kind.__module__ or "").partition(".")[0] in _PACKAGES
-    _BY_TYPE[kind] = judged  # a class's module does not change
+    BY_TYPE[kind] = judged  # a class's module does not change
     return judged

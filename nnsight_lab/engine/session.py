@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..tracing import Body, Namespace, SavingContext
-from ..tracing.context import active
 from .backends import HELPERS
 
 if TYPE_CHECKING:
@@ -59,9 +58,3 @@ def run_here(session: Session) -> dict[str, Any]:
     namespace = Namespace(*session.scope, HELPERS)
     exec(session.body.code, namespace)
     return session.saved_from(namespace)
-
-
-def in_session() -> bool:
-    """Whether the innermost running saving context (below a trace) is a session."""
-    contexts = active()
-    return len(contexts) >= 2 and isinstance(contexts[-2], Session)

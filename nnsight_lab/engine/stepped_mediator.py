@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import NotReachedError, TracingError
-from ..tracing import save
+from ..tracing import Namespace, save
 from ..tracing.stepped import Stepped
 from .backward import Backward, GradientInterleaver
 from .envoy import Envoy
@@ -44,7 +44,7 @@ from .mediator import (
     warn_iteration_over,
 )
 from .pitfalls import warn_output_index
-from .plain_values import plain
+from .plain_values import BY_TYPE, plain
 from .source.operation import OperationEnvoy
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 # The value of `tracing.rewrite.STEPS` in a body's namespace: marks its requests to the
 # engine itself (a `tracer.iter` loop's, a backward block's, `.source`), not about a value.
 REQUEST = object()
+_NOWHERE = object()
 
 
 class SteppedMediator(Mediator):
@@ -163,7 +164,7 @@ class SteppedMediator(Mediator):
             return _plain(generator, request)  # through the envoy: rows, `.input`
         if len(request) == 2:
             value, owner = interleaver.value, request[0]
-            if getattr(owner, "_block", False):  # as `Envoy.output` checks
+            if owner._block:  # as `Envoy.output` checks
                 frame = generator.gi_frame  # type: ignore[attr-defined]
                 warn_output_index(owner._path, value, frame)
             return generator.send, value
@@ -338,20 +339,32 @@ _METHODS = (
 )
 
 
-def can_step(stepped: Stepped, namespace: dict) -> bool:
+def can_step(stepped: Stepped, namespace: Namespace) -> bool:
     """Whether every call of a stepped body is safe with the values its names have now,
     every value it reads is `plain` (no user code of its own), and what it steps through
     is a tracer's `iter`. A body that cannot step runs in a greenlet, with the same result."""
+    # The names' values: the namespace's own (the engine's helpers), else the caller's. Read
+    # with `dict.get`, not `namespace[name]`: this runs per trace and `__missing__` costs.
     for name in stepped.reads:
-        try:
-            value = namespace[name]  # a Namespace: the caller's variables when not its own
-        except KeyError:
-            continue  # a builtin (checked as a call), or a name the body assigns first
-        if not plain(value):
+        value = namespace.get(name, _NOWHERE)
+        if value is _NOWHERE:
+            value = namespace.caller_locals.get(name, _NOWHERE)
+            if value is _NOWHERE:
+                value = namespace.caller_globals.get(name, _NOWHERE)
+                if value is _NOWHERE:
+                    continue  # a builtin (checked as a call), or a name the body assigns first
+        if not (BY_TYPE.get(type(value)) or plain(value)):
             return False
+    if stepped.tracers or stepped.calls:
+        return _calls_can_step(stepped, namespace)
+    return True
+
+
+def _calls_can_step(stepped: Stepped, namespace: Namespace) -> bool:
+    """The part of `can_step` about `tracer.iter` loops and calls."""
     for name in stepped.tracers:
         try:
-            tracer = namespace[name]  # a Namespace: the caller's variables when not its own
+            tracer = namespace[name]
         except KeyError:
             return False
         if not isinstance(getattr(tracer, "iter", None), Steps):

@@ -24,12 +24,25 @@ from .backends import LOCAL, Invoke
 from .cache import CPU, Cache, open_cache
 from .iteration import Iteration, Steps
 from .mediator import State, Stopped, current_mediator
-from .session import in_session
+from .session import Session
 
 if TYPE_CHECKING:
     from ..models.nnsight import NNsight
 
 Backend = Callable[["Tracer"], dict[str, Any]]
+
+
+class _Gone:
+    """`tracer.model` after the block: the tracer let the model go (see `Tracer.execute`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise TracingError(
+            "this tracer's block has ended and it no longer holds the model: use the model "
+            "itself (the variable you traced), not `tracer.model`."
+        )
+
+
+_GONE = _Gone()
 
 
 class Tracer(SavingContext):
@@ -42,6 +55,8 @@ class Tracer(SavingContext):
         invokes: the invokes collected from the body.
         result: what the model returned, after the trace.
     """
+
+    probe = staticmethod(torch.is_grad_enabled)  # the grad mode where the body starts
 
     def __init__(
         self,
@@ -59,10 +74,11 @@ class Tracer(SavingContext):
         self.entry = entry  # the model's method that runs it: "_run", "_generate"
         self.pending_caches: list[Cache] = []  # opened while invokes are collected
         self.invokes: list[Invoke] = []
-        self.namespace: Namespace | None = None
-        self.scope: tuple[dict, dict] | None = None  # the caller's (locals, globals)
-        self._result: Any = None  # what the model returned (see `result`)
-        self.grad_enabled: bool | None = None  # the grad mode where the body starts
+
+    # Set while the trace runs (class defaults: one fewer write each per trace).
+    namespace: Namespace | None = None
+    scope: tuple[dict, dict] | None = None  # the caller's (locals, globals)
+    _result: Any = None  # what the model returned (see `result`)
 
     @property
     def result(self) -> Any:
@@ -82,9 +98,6 @@ class Tracer(SavingContext):
     @result.setter
     def result(self, value: Any) -> None:
         self._result = value
-
-    def reached(self) -> None:
-        self.grad_enabled = torch.is_grad_enabled()
 
     def invoke(self, *inputs: Any, **kwargs: Any) -> Invoker:
         """Add an input to the batch; the block's body sees only that input's rows.
@@ -132,6 +145,7 @@ class Tracer(SavingContext):
         detach: bool = True,
         include_output: bool = True,
         include_inputs: bool = False,
+        non_blocking: bool = False,
     ) -> Cache:
         """Record every module's output (or those of `modules`) from here on, kept after.
 
@@ -142,6 +156,8 @@ class Tracer(SavingContext):
             detach: detach recorded tensors from the autograd graph.
             include_output: record each call's output.
             include_inputs: record each call's inputs `(args, kwargs)`.
+            non_blocking: copy to `device` asynchronously; only safe to read after
+                synchronizing (`torch.cuda.synchronize()`), so off by default.
 
         Returns:
             The cache (saved: it fills as the model runs). Opened inside an invoke, it
@@ -155,6 +171,7 @@ class Tracer(SavingContext):
         """
         options: dict[str, Any] = {"device": device, "dtype": dtype, "detach": detach}
         options.update(include_output=include_output, include_inputs=include_inputs)
+        options["non_blocking"] = non_blocking
         return open_cache(self, modules, **options)
 
     def execute(self, body: Body, caller_locals: dict, caller_globals: dict) -> dict[str, Any]:
@@ -163,8 +180,8 @@ class Tracer(SavingContext):
         `%%trace` cell magic, with a body compiled from the cell.)"""
         self.body, self.scope = body, (caller_locals, caller_globals)
         self.activate()
-        grad = self.grad_enabled
-        self.grad_enabled = None
+        grad = self.at_body
+        self.at_body = None
         backend = self.backend or LOCAL
         try:
             if grad is None or grad == torch.is_grad_enabled():
@@ -175,11 +192,15 @@ class Tracer(SavingContext):
             self.deactivate()
             self.scope = None
             self.namespace = None
+            # A tracer kept after its block (`as tracer` in a notebook) holds neither the
+            # model nor the inputs: `del model` then frees its memory (`tracer.result` stays).
+            self.invokes, self.inputs, self.kwargs = [], (), {}
+            self.model = _GONE  # type: ignore[assignment]
 
     def saved_from(self, namespace: Namespace) -> dict[str, Any]:
         """The variables of `namespace` that the body saved (in a session: all it assigned,
         for the session's later traces; the session keeps only what was saved)."""
-        if in_session():
+        if isinstance(self.outer(), Session):
             return {k: v for k, v in namespace.items() if not k.startswith("__")}
         return self.saved_in(namespace)
 
@@ -194,6 +215,12 @@ class Invoker(CapturingContext):
 
     def run(self, body: Body, frame: FrameType) -> None:
         namespace = frame.f_globals
+        if current_mediator("tracer.invoke", optional=True) is not None:
+            raise TracingValueError(
+                "`tracer.invoke(...)` cannot be opened inside another invoke: the trace is "
+                "already running its invokes. Open each invoke directly in the body of "
+                "`with model.trace() as tracer:`, one after the other."
+            )
         if not isinstance(namespace, Namespace) or namespace is not self.tracer.namespace:
             raise TracingValueError(
                 "`tracer.invoke(...)` must be opened directly in the body of its own "

@@ -10,6 +10,7 @@ from torch import nn
 from ..engine.aliases import Rename
 from ..engine.edits import Editor
 from ..engine.envoy import Envoy
+from ..engine.eproperty import has_eproperties
 from ..engine.hooks import Router
 from ..engine.scan import SCAN
 from ..engine.session import Session
@@ -66,9 +67,14 @@ class NNsight(Envoy):
         self._tree_changed()
 
     def _tree_changed(self) -> None:
-        """Route the modules the envoy tree has now (parents first), once each."""
-        modules = [(envoy._path, envoy._module) for envoy in reversed(self.modules())]
+        """Route the modules the envoy tree has now (parents first), once each; note whether
+        a body may run stepped (not when an envoy has an `eproperty`: reading one is no
+        `.output` that a stepped body's rewrite can see)."""
+        envoys = self.modules()
+        modules = [(envoy._path, envoy._module) for envoy in reversed(envoys)]
         object.__setattr__(self, "_router", Router(modules))
+        steppable = not any(has_eproperties(type(envoy)) for envoy in envoys)
+        object.__setattr__(self, "_steppable", steppable)
 
     def trace(
         self,

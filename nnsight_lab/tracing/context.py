@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType, TracebackType
 from typing import Any
 
 from ..config import CONFIG
 from ..errors import TraceSourceError, TracingValueError
 from .frames import BodySkipper, SkipBody, forget_skip, release_locals, write_names
-from .saved import holds_saved, saved_names, shared
+from .namespace import Namespace
+from .saved import MAY_BE_SHARED, holds_saved, saved_names, shared
 from .source import Body, body_of_with
 from .tracebacks import user_frames
 
 # The running saving contexts of each thread, outermost first: traces that other threads
 # run at the same time are theirs (a value saved in one is not kept by another's).
 _active: dict[int, list[SavingContext]] = {}
+_CONTAINERS = (list, tuple, dict)  # what `holds_saved` looks into
+get_ident = threading.get_ident
 
 
 class CapturingContext:
@@ -36,12 +40,18 @@ class CapturingContext:
     _frame: FrameType | None = None
     _entered: Any = None
 
+    # Called (no arguments) where the body would start, inside the `with` statement's later
+    # context managers (`with model.trace(x), torch.no_grad():`); its answer is `at_body`.
+    probe: Callable[[], Any] | None = None
+    at_body: Any = None
+
     def __enter__(self) -> Any:
         frame = sys._getframe(1)
         self.body = body = body_of_with(frame)
         self._frame = frame
+        self._entered = entered = self.entered()
         if body.first_line is not None:
-            skipper = BodySkipper(frame, body.first_line, body.skip_at, self.reached)
+            skipper = BodySkipper(frame, body.first_line, body.skip_at, self.probe)
             self._skipper = skipper
             if skipper.unbound is not None and skipper.unbound != body.target:
                 skipper.disarm()
@@ -52,12 +62,7 @@ class CapturingContext:
                     "same `with`; open that one in its own `with` inside the body, or put a "
                     "statement before the `try:`."
                 )
-        self._entered = entered = self.entered()
         return entered
-
-    def reached(self) -> None:
-        """Called where the body would start, inside the `with` statement's later context
-        managers (`with model.trace(x), torch.no_grad():`), to note the state they set."""
 
     def entered(self) -> Any:
         """What `with ... as name` binds (the context itself unless overridden)."""
@@ -71,6 +76,7 @@ class CapturingContext:
         entered, self._entered = self._entered, None
         if skipper is not None:
             skipper.disarm()
+            self.at_body = skipper.probed
         if exc_type is not SkipBody and not (exc_type is None and skipper is None):
             return False  # the body never started: let Python report the error
         assert frame is not None and self.body is not None
@@ -108,12 +114,14 @@ class SavingContext(CapturingContext):
         is kept too: `outputs.append(model.layer.output.save())` fills a list that the
         caller reads after the block."""
         ids = self.saved_ids
-        picked = {
-            k: v
-            for k, v in namespace.items()
-            if not k.startswith("__") and (id(v) in ids or holds_saved(v, ids) is True)
-        }
-        sharing = [k for k, v in picked.items() if shared(v)]
+        picked, sharing = {}, []
+        items = namespace.own_items() if isinstance(namespace, Namespace) else namespace.items()
+        for k, v in items:
+            if id(v) in ids or (isinstance(v, _CONTAINERS) and holds_saved(v, ids) is True):
+                if not k.startswith("__"):
+                    picked[k] = v
+                    if type(v) in MAY_BE_SHARED and shared(v):
+                        sharing.append(k)
         if sharing and self.body is not None:
             names = saved_names(self.body.source)
             if names is not None:
@@ -137,24 +145,33 @@ class SavingContext(CapturingContext):
         it saved, by name (which `run` makes the caller's variables)."""
         raise NotImplementedError
 
+    _running: list[SavingContext] | None = None  # its thread's contexts, while it runs
+
     def activate(self) -> None:
-        _active.setdefault(threading.get_ident(), []).append(self)
+        thread = get_ident()
+        running = _active.get(thread)
+        if running is None:
+            running = _active[thread] = []
+        running.append(self)
+        self._running = running
 
     def deactivate(self) -> None:
-        thread = threading.get_ident()
-        contexts = _active.get(thread, [])
-        if contexts and contexts[-1] is self:
-            contexts.pop()
-        elif self in contexts:
-            contexts.remove(self)
-        if not contexts:
-            _active.pop(thread, None)
+        running, self._running = self._running, None
+        if running is None:
+            return
+        if running and running[-1] is self:
+            running.pop()
+        elif self in running:
+            running.remove(self)
+        if not running:
+            _active.pop(get_ident(), None)
 
-
-def active() -> list[SavingContext]:
-    """This thread's saving contexts running now, outermost first (a session, then its
-    trace)."""
-    return _active.get(threading.get_ident(), [])
+    def outer(self) -> SavingContext | None:
+        """The running context this one runs in (a session around a trace), if any."""
+        running = self._running
+        if running is None or len(running) < 2 or running[-1] is not self:
+            return None
+        return running[-2]
 
 
 def save(value: Any) -> Any:
@@ -173,7 +190,7 @@ def save(value: Any) -> Any:
         >>> with model.trace(x):
         ...     out = nnsight_lab.save(model.output)
     """
-    contexts = _active.get(threading.get_ident())
+    contexts = _active.get(get_ident())
     if not contexts:
         # A thread with no trace of its own may run part of a body for another thread's
         # trace: autograd runs a GPU backward, and so a `with loss.backward():` block, in

@@ -38,7 +38,8 @@ class BodySkipper:
     `first_line` is the line of the body's first statement that does something:
     a leading `pass` compiles to an instruction outside the `with`'s exception
     handler, so raising there would escape the block. `on_reach` is called there,
-    when the `with` statement's later context managers have been entered.
+    when the `with` statement's later context managers have been entered, and its
+    answer kept as `probed`.
 
     The global trace function is always replaced for the moment (and put back by
     `disarm`): Python consults `frame.f_trace` only under a Python-level one, and
@@ -47,41 +48,57 @@ class BodySkipper:
     the caller to bind.
     """
 
-    __slots__ = ("frame", "previous_global", "previous_local", "previous_opcodes", "unbound")
+    __slots__ = (
+        "frame",
+        "previous_global",
+        "previous_local",
+        "previous_opcodes",
+        "unbound",
+        "probed",
+        "_offset",
+        "_first_line",
+        "_on_reach",
+    )
 
     def __init__(
         self,
         frame: FrameType,
         first_line: int,
         at: tuple[int | None, str | None] = (None, None),
-        on_reach: Callable[[], None] | None = None,
+        on_reach: Callable[[], Any] | None = None,
     ) -> None:
         self.frame = frame
+        self.probed: Any = None
         self.previous_global = sys.gettrace()
         self.previous_local = frame.f_trace
-        self.previous_opcodes = frame.f_trace_opcodes
-        offset, self.unbound = at  # see `raise_point`
-
-        def raise_skip(frame: FrameType, event: str, arg: Any) -> Any:
-            if (
-                frame.f_lasti == offset
-                if offset is not None
-                else event == "line" and frame.f_lineno >= first_line
-            ):
-                if on_reach is not None:
-                    on_reach()  # the body's own context: `with trace(x), torch.no_grad():`
-                raise SkipBody
-            return raise_skip
-
+        self.previous_opcodes: bool | None = None  # set only where opcode events are turned on
+        self._offset, self.unbound = at  # see `raise_point`
+        self._first_line, self._on_reach = first_line, on_reach
         sys.settrace(_no_trace)
-        if offset is not None:
+        if self._offset is not None:
+            self.previous_opcodes = frame.f_trace_opcodes
             frame.f_trace_opcodes = True
-        frame.f_trace = raise_skip
+        frame.f_trace = self._raise_skip
+
+    def _raise_skip(self, frame: FrameType, event: str, arg: Any) -> Any:
+        offset = self._offset
+        if (
+            frame.f_lasti == offset
+            if offset is not None
+            else event == "line" and frame.f_lineno >= self._first_line
+        ):
+            on_reach = self._on_reach
+            if on_reach is not None:  # the body's own context: `with trace(x), no_grad():`
+                self.probed = on_reach()
+            raise SkipBody
+        return self._raise_skip
 
     def disarm(self) -> None:
         """Restore the tracing that was active before (a raising trace function unsets it)."""
-        self.frame.f_trace = self.previous_local
-        self.frame.f_trace_opcodes = self.previous_opcodes
+        frame = self.frame
+        frame.f_trace = self.previous_local
+        if self.previous_opcodes is not None:
+            frame.f_trace_opcodes = self.previous_opcodes
         sys.settrace(self.previous_global)
         self.frame = None  # type: ignore[assignment]
 

@@ -16,7 +16,8 @@ invoke may use a value that an earlier invoke will assign later in the pass.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 
@@ -26,12 +27,17 @@ class Namespace(dict):
     `helpers` are the engine's functions that rewritten bodies call (see `rewrite`).
     """
 
-    __slots__ = ("caller_locals", "caller_globals")
+    __slots__ = ("caller_locals", "caller_globals", "_helpers")
 
     def __init__(self, caller_locals: dict, caller_globals: dict, helpers: dict) -> None:
         super().__init__(helpers)
         self.caller_locals = caller_locals
         self.caller_globals = caller_globals
+        self._helpers = len(helpers)
+
+    def own_items(self) -> Iterator[tuple[str, Any]]:
+        """The (name, value) pairs the body put here: all but the helpers, which come first."""
+        return islice(self.items(), self._helpers, None)
 
     def __missing__(self, name: str) -> Any:
         if name in self.caller_locals:

@@ -14,6 +14,7 @@ import functools
 from typing import Any
 
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes)
+MAY_BE_SHARED = frozenset({*_IMMUTABLE, tuple, frozenset})  # the types `shared` may be True of
 
 
 def shared(value: Any) -> bool:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import nnsight_lab as nnsight
-from nnsight_lab import CONFIG, Envoy, NNsight, NNsightDeprecationWarning, eproperty
+from nnsight_lab import Envoy, NNsight, NNsightDeprecationWarning, eproperty
 
 
 class Block(nn.Module):
@@ -204,15 +204,9 @@ class Views(Envoy):
         return (value,), {}
 
 
-@pytest.fixture()
-def greenlets():
-    before = CONFIG.APP.STEPPED
-    CONFIG.APP.STEPPED = False  # a custom value is read where no stepped body can wait
-    yield
-    CONFIG.APP.STEPPED = before
-
-
-def test_eproperty_reads_writes_and_transforms(greenlets):
+def test_eproperty_reads_writes_and_transforms(stepped_runs):
+    # A custom value is read where no stepped body can wait: bodies on this model run in
+    # greenlets (the same results, see `NNsight._tree_changed`).
     net = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
     model = NNsight(net, envoys={nn.Linear: Views})
     x = torch.rand(2, 4)
@@ -227,6 +221,7 @@ def test_eproperty_reads_writes_and_transforms(greenlets):
         model[0].first = torch.zeros(2, 4)
         zeroed = model[1].output.save()
     assert torch.equal(zeroed, net(torch.zeros(2, 4)))
+    assert stepped_runs == []
 
 
 def test_eproperty_outside_a_trace_and_in_the_repr():

@@ -135,7 +135,8 @@ def test_models_are_listed_and_described(server, llm):
     assert [m["name"] for m in listed] == ["tiny"] and listed[0]["replicas"] == 1
     described = requests.get(server.url + "/v1/models/tiny", headers=headers).json()
     assert described["name"] == "tiny" and "tokenizer.json" in described["files"]
-    assert [row[0] for row in described["modules"]] == [p for p, _ in llm.named_modules()]
+    paths = ["model" + (f".{name}" if name else "") for name, _ in llm._module.named_modules()]
+    assert [row[0] for row in described["modules"]] == paths
     assert requests.get(server.url + "/v1/models/nope/x", headers=headers).status_code == 404
     rows = requests.get(server.url + "/v1/status", headers=headers).json()["models"]
     assert rows[0]["name"] == "tiny" and set(rows[0]) == {"name", "replicas", "busy", "queued"}

@@ -127,10 +127,11 @@ class OperationEnvoy(FirstInput):
 
     Example:
         >>> with llm.trace("Hello"):
-        ...     attn = llm.transformer.h[0].attn.source.attention_interface_1.output.save()
+        ...     attn = llm.transformer.h[0].attn.source.attention_interface_0.output.save()
     """
 
     __slots__ = ("_scope", "_name", "_compiled", "_path")
+    _block = False  # as `Envoy._block`: an operation is no transformers block
 
     def __init__(self, scope: Scope, name: str, compiled: Compiled) -> None:
         self._scope, self._name, self._compiled = scope, name, compiled

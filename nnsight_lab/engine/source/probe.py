@@ -12,7 +12,7 @@ when a body gave its output (`op.skip(value)`). Each assignment's value goes
 through the same steps in a second probe (its input and output are the value).
 An operation nobody reads costs a few dict lookups.
 
-`.source` of an operation (`attn.source.attention_interface_1.source`) works
+`.source` of an operation (`attn.source.attention_interface_0.source`) works
 the same one level down: the probe also offers the callable it is about to
 call at `"<op path>.fn.<index>"`, and once a body has asked for the callee's
 operations the probe calls a rewritten copy of whatever it is given, under
