@@ -306,14 +306,25 @@ class LanguageModel(NNsight):
 
     def _batch(self, prepared: list[Any]) -> tuple[tuple, dict]:
         left = self.tokenizer.padding_side == "left"
-        batch = batch_rows(prepared, self.tokenizer.pad_token_id, left, self._takes_position_ids())
+        batch = batch_rows(prepared, self.tokenizer.pad_token_id, left, self._takes_position_ids)
         device = getattr(self._module, "device", None)
         if device is not None and device.type != "meta":
             batch = {k: _to(v, device) for k, v in batch.items()}
         return (), batch
 
     def _takes_position_ids(self) -> bool:
-        return "position_ids" in inspect.signature(self._module.forward).parameters
+        module = self._module
+        if "forward" in module.__dict__:  # an instance's own forward (accelerate's hooks)
+            return "position_ids" in inspect.signature(module.forward).parameters
+        kind = type(module)
+        found = _TAKES_POSITIONS.get(kind)
+        if found is None:
+            found = "position_ids" in inspect.signature(kind.forward).parameters
+            _TAKES_POSITIONS[kind] = found
+        return found
+
+
+_TAKES_POSITIONS: dict[type, bool] = {}  # per module class (a class's forward does not change)
 
 
 TransformersModel = LanguageModel

@@ -22,12 +22,13 @@ such an input is handed to the model whole, and cannot be batched with another.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from ..errors import TracingError, TracingValueError
 
@@ -122,9 +123,15 @@ def count_rows(value: Any) -> int:
 
 
 def batch_rows(
-    invokes: list[Rows], pad_token: int | None, left: bool, takes_positions: bool
+    invokes: list[Rows], pad_token: int | None, left: bool, takes_positions: Callable[[], bool]
 ) -> dict[str, Any]:
-    """The invokes' rows as one batch of keyword arguments for the forward."""
+    """The invokes' rows as one batch of keyword arguments for the forward
+    (`takes_positions()`: whether the forward takes `position_ids`, asked only when a
+    row needs them)."""
+    if len(invokes) == 1:
+        lone = _unpadded(invokes[0])
+        if lone is not None:
+            return lone
     if len(invokes) > 1 and any(rows.opaque for rows in invokes):
         raise NotImplementedError(
             "Can't batch these inputs; pass text or token ids. (An input with a tensor "
@@ -139,7 +146,7 @@ def batch_rows(
         )
     seq_dim = -1 if main == "input_ids" else 0
     width = max(row.shape[seq_dim] for rows in invokes for row in rows.fields[main])
-    names = [n for n in FIELDS if any(n in rows.fields for rows in invokes)]
+    names = list(set().union(*(rows.fields for rows in invokes)) & FIELDS)
     if all(rows.masked for rows in invokes) and "attention_mask" not in names:
         names.append("attention_mask")
     batch: dict[str, Any] = {}
@@ -172,6 +179,31 @@ def batch_rows(
                     f"equal; got {batch[name]!r} and {value!r}"
                 )
             batch[name] = value
+    return batch
+
+
+def _unpadded(rows: Rows) -> dict[str, Any] | None:
+    """The batch of one invoke of token rows of one width with a mask of ones, or none
+    (a prompt, or prompts of one length: the usual trace), made without padding anything:
+    what `batch_rows` gives for it, in a few tensor operations. None for any other input."""
+    fields = rows.fields
+    ids, mask = fields.get("input_ids"), fields.get("attention_mask")
+    if ids is None or len(fields) != 1 + (mask is not None):
+        return None
+    width = ids[0].shape[-1]
+    if any(r.shape[-1] != width for r in ids):
+        return None
+    batch: dict[str, Any] = {"input_ids": torch.stack(ids)}
+    if mask is not None:
+        if any(m.shape[-1] != width or m.device != ids[0].device for m in mask):
+            return None  # a mask over past tokens too, or on another device
+        stacked = torch.stack(mask)
+        if not bool(stacked.all()):
+            return None  # padding: positions may be derived (`_positions`)
+        batch["attention_mask"] = stacked
+    elif rows.masked:
+        batch["attention_mask"] = torch.ones(len(ids), width, dtype=torch.long)
+    batch.update(rows.forward)
     return batch
 
 
@@ -304,16 +336,26 @@ def _pad(
                 "(`model.tokenizer.pad_token = model.tokenizer.eos_token`), or give every "
                 "invoke rows of one length."
             )
+        if all(r.dim() == 1 for r in rows) and max(r.shape[0] for r in rows) == width:
+            rows = _common(rows)  # token rows: padded in one call
+            side = "left" if left else "right"
+            return pad_sequence(rows, batch_first=True, padding_value=value, padding_side=side)
         rows = [_pad_row(r, width, value, left, dim) for r in rows]
-    device = rows[0].device  # defaults are made on the CPU: the batch goes to one device
+    return torch.stack(_common(rows))
+
+
+def _common(rows: list[torch.Tensor]) -> list[torch.Tensor]:
+    """`rows` on one device with one dtype (defaults are made on the CPU, a mask may be
+    bool beside a derived long one)."""
+    device = rows[0].device
     rows = [r.to(device) for r in rows]
     dtypes = {r.dtype for r in rows}
-    if len(dtypes) > 1:  # e.g. a bool mask beside a derived long one
+    if len(dtypes) > 1:
         target = torch.promote_types(*list(dtypes)[:2])
         for other in list(dtypes)[2:]:
             target = torch.promote_types(target, other)
         rows = [r.to(target) for r in rows]
-    return torch.stack(rows)
+    return rows
 
 
 def _pad_row(row: torch.Tensor, width: int, value: Any, left: bool, dim: int) -> torch.Tensor:
@@ -328,7 +370,11 @@ def _pad_row(row: torch.Tensor, width: int, value: Any, left: bool, dim: int) ->
 
 
 def _positions(
-    invokes: list[Rows], mask: torch.Tensor | None, width: int, left: bool, takes: bool
+    invokes: list[Rows],
+    mask: torch.Tensor | None,
+    width: int,
+    left: bool,
+    takes: Callable[[], bool],
 ) -> torch.Tensor | None:
     """Position ids: those given, and for other rows counted from their first token where
     the row is left padding then tokens (else as the model counts them); None when no
@@ -338,9 +384,16 @@ def _positions(
         derive = None  # no mask, or one wider than the input (a cache continuation)
     else:
         mask = mask.long()
-        derive = left and takes and (mask[:, 0] == 0).any().item()
+        derive = left and (mask[:, 0] == 0).any().item() and takes()
     if not given and not derive:
         return None
+    if not given:  # all rows from the mask: at once, as `_counted` does row by row
+        assert mask is not None
+        counted = (mask.cumsum(-1) - 1).clamp(min=0)
+        rising = (mask[:, 1:] >= mask[:, :-1]).all(-1) if width > 1 else mask[:, 0] >= 0
+        padding_then_tokens = (mask[:, 0] == 0) & rising & mask.any(-1)
+        ordinal = torch.arange(width, device=mask.device).expand_as(mask)
+        return torch.where(padding_then_tokens[:, None], counted, ordinal)
     rows: list[torch.Tensor] = []
     start = 0
     for invoke in invokes:

@@ -117,7 +117,11 @@ class SavingContext(CapturingContext):
         picked, sharing = {}, []
         items = namespace.own_items() if isinstance(namespace, Namespace) else namespace.items()
         for k, v in items:
-            if id(v) in ids or (isinstance(v, _CONTAINERS) and holds_saved(v, ids) is True):
+            if id(v) in ids or (
+                isinstance(v, _CONTAINERS)
+                and not k.startswith("__")  # `__builtins__`, which `exec` puts there
+                and holds_saved(v, ids) is True
+            ):
                 if not k.startswith("__"):
                     picked[k] = v
                     if type(v) in MAY_BE_SHARED and shared(v):
