@@ -235,7 +235,7 @@ def _tensor(value: Any, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     try:
-        return torch.as_tensor(np.asarray(value) if not isinstance(value, np.ndarray) else value)
+        return torch.as_tensor(value)  # a list (of lists) of numbers, or an array
     except (TypeError, ValueError) as error:
         raise TracingError(
             f"`{name}` must be a tensor, an array or (nested) lists of numbers of one "
