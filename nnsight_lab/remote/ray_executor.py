@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayError
 
 from .processes import ProcessExecutor, Replica, WorkerError, WorkerOptions
 from .ray_replica import ReplicaActor
@@ -80,11 +80,11 @@ class RayReplica:
         return not self._dead
 
     async def request(self, request_id: str, encoded: str, timeout: float) -> dict[str, Any] | None:
-        # Submitting serializes `encoded` (up to --max-request-mb): not on the event loop.
-        ref = await asyncio.to_thread(self.actor.ask.remote, request_id, encoded, timeout)
         try:
+            # Submitting serializes `encoded` (up to --max-request-mb): not on the event loop.
+            ref = await asyncio.to_thread(self.actor.ask.remote, request_id, encoded, timeout)
             reply, code = await ref
-        except RayActorError:  # killed, crashed, or its node was lost
+        except RayError:  # killed, crashed, its node lost (which error depends on the moment)
             self._dead = True
             return None
         if reply is None:  # the actor lives, its worker died
@@ -109,7 +109,7 @@ class RayReplica:
                 written = await _write(chunks, file, size)
             finally:
                 await asyncio.to_thread(file.close)
-        except (RayActorError, WorkerError):  # it ended, or sent what it should not
+        except (RayError, WorkerError, StopAsyncIteration):  # it ended, or sent what it should not
             self._dead = True
             written = -1
         if written != size:
