@@ -117,15 +117,12 @@ class SavingContext(CapturingContext):
         picked, sharing = {}, []
         items = namespace.own_items() if isinstance(namespace, Namespace) else namespace.items()
         for k, v in items:
-            if id(v) in ids or (
-                isinstance(v, _CONTAINERS)
-                and not k.startswith("__")  # `__builtins__`, which `exec` puts there
-                and holds_saved(v, ids) is True
-            ):
-                if not k.startswith("__"):
-                    picked[k] = v
-                    if type(v) in MAY_BE_SHARED and shared(v):
-                        sharing.append(k)
+            if k.startswith("__"):  # `__builtins__`, which `exec` puts there
+                continue
+            if id(v) in ids or (isinstance(v, _CONTAINERS) and holds_saved(v, ids) is True):
+                picked[k] = v
+                if type(v) in MAY_BE_SHARED and shared(v):
+                    sharing.append(k)
         if sharing and self.body is not None:
             names = saved_names(self.body.source)
             if names is not None:
