@@ -113,3 +113,108 @@ def test_parameter_grads_accumulate_as_in_torch(toy_net):
     for _ in range(2):
         toy_net(x).sum().backward()
     assert torch.allclose(traced, toy_net.layer1.weight.grad)
+
+
+# -- one invoke's rows of a batch ------------------------------------------------------
+
+OTHER = "Hello there"  # as many tokens as PROMPT: no padding
+
+
+def _batched_grads(hf_gpt2, tokenizer, zero_last_rows=None):
+    """Plain autograd on the batch [OTHER, PROMPT] with loss = PROMPT's logits (row 1)
+    plus OTHER's (row 0): the last block's output gradient of row 1, and the first MLP's
+    weight gradient, where `zero_last_rows` zeroes rows of the last block's gradient."""
+    seen = {}
+
+    def hook(module, args, output):
+        def on_grad(grad):
+            seen["last"] = grad[1:2].clone()
+            if zero_last_rows is not None:
+                grad = grad.clone()
+                grad[zero_last_rows] = 0
+            return grad
+
+        output.register_hook(on_grad)
+
+    handle = hf_gpt2.transformer.h[-1].register_forward_hook(hook)
+    try:
+        hf_gpt2.zero_grad()
+        batch = tokenizer([OTHER, PROMPT], return_tensors="pt")
+        hf_gpt2(**batch).logits.sum().backward()
+    finally:
+        handle.remove()
+    seen["c_fc"] = hf_gpt2.transformer.h[0].mlp.c_fc.weight.grad.clone()
+    hf_gpt2.zero_grad()
+    return seen
+
+
+def test_grad_of_one_invokes_rows_equals_autograd(llm, hf_gpt2):
+    assert len(llm.tokenizer(OTHER).input_ids) == len(llm.tokenizer(PROMPT).input_ids)
+    expected = _batched_grads(hf_gpt2, llm.tokenizer)
+    with llm.trace() as tracer:
+        with tracer.invoke(OTHER):
+            other_logits = llm.lm_head.output
+        with tracer.invoke(PROMPT):
+            hs = llm.transformer.h[-1].output
+            loss = llm.lm_head.output.sum() + other_logits.sum()
+            with loss.backward():
+                grad = hs.grad.save()
+    assert grad.shape == expected["last"].shape
+    assert torch.allclose(grad, expected["last"], atol=1e-6)
+
+
+def test_editing_one_invokes_grad_changes_only_its_rows(llm, hf_gpt2):
+    expected = _batched_grads(hf_gpt2, llm.tokenizer, zero_last_rows=slice(1, 2))
+    untouched = _batched_grads(hf_gpt2, llm.tokenizer)
+    llm._module.zero_grad()
+    with llm.trace() as tracer:
+        with tracer.invoke(OTHER):
+            other_logits = llm.lm_head.output
+        with tracer.invoke(PROMPT):
+            hs = llm.transformer.h[-1].output
+            loss = llm.lm_head.output.sum() + other_logits.sum()
+            with loss.backward():
+                before = hs.grad.clone().save()
+                hs.grad = hs.grad * 0
+                after = hs.grad.save()
+    c_fc = llm._module.transformer.h[0].mlp.c_fc.weight.grad.clone()
+    llm._module.zero_grad()
+    assert before.abs().sum() > 0 and after.abs().sum() == 0
+    assert not torch.allclose(expected["c_fc"], untouched["c_fc"], atol=1e-6)
+    assert torch.allclose(c_fc, expected["c_fc"], atol=1e-6)
+
+
+def test_grad_of_rows_the_loss_does_not_use_is_zero(llm):
+    with llm.trace() as tracer:
+        with tracer.invoke(OTHER):
+            other = llm.transformer.h[-1].output
+        with tracer.invoke(PROMPT):
+            loss = llm.lm_head.output.sum()
+            with loss.backward():
+                grad = other.grad.save()
+    assert grad.shape == (1, 2, 64) and not grad.any()
+
+
+def test_grad_of_a_tensor_the_loss_does_not_use_is_a_clear_error(llm):
+    with pytest.raises(nnsight.TracingError, match="does not depend"):
+        with llm.trace(PROMPT):
+            unused = llm.transformer.h[-1].output * 2
+            loss = llm.lm_head.output.sum()
+            with loss.backward():
+                unused.grad.save()
+
+
+def test_grad_of_a_leaf_the_loss_does_not_use_is_a_clear_error(toy_net):
+    model, x = NNsight(toy_net), torch.rand(2, 5)
+    weight = torch.ones(2, requires_grad=True)
+    with model.trace(x):
+        loss = (model.output * weight).sum()
+        with loss.backward():
+            used = weight.grad.save()
+    (expected,) = torch.autograd.grad((toy_net(x) * weight).sum(), weight)
+    assert torch.allclose(used, expected)
+    with pytest.raises(nnsight.TracingError, match="does not depend"):
+        with model.trace(x):
+            loss = model.output.sum()
+            with loss.backward():
+                weight.grad.save()
