@@ -214,18 +214,28 @@ class Invoker(CapturingContext):
         self.kwargs = kwargs
 
     def run(self, body: Body, frame: FrameType) -> None:
-        namespace = frame.f_globals
+        scope = frame.f_globals  # the trace's namespace (or an invoke's layer on it) if inline
+        trace = self.tracer.namespace
+        inline = trace is not None and (scope.below if isinstance(scope, Layer) else scope) is trace
         if current_mediator("tracer.invoke", optional=True) is not None:
             raise TracingValueError(
                 "`tracer.invoke(...)` cannot be opened inside another invoke: the trace is "
                 "already running its invokes. Open each invoke directly in the body of "
                 "`with model.trace() as tracer:`, one after the other."
+                if inline
+                else "`tracer.invoke(...)` was opened in a function called while the trace "
+                "runs its bodies (inside an invoke, or without being passed the tracer): "
+                "call it as `helper(tracer, ...)` directly in the body of "
+                "`with model.trace() as tracer:`, outside the invokes, so that the trace "
+                "collects the invokes it opens."
             )
-        if not isinstance(namespace, Namespace) or namespace is not self.tracer.namespace:
+        if trace is None or (isinstance(scope, (Namespace, Layer)) and not inline):
             raise TracingValueError(
-                "`tracer.invoke(...)` must be opened directly in the body of its own "
-                "`with model.trace() as tracer:` block."
+                "`tracer.invoke(...)` must be opened in the body of its own "
+                "`with model.trace() as tracer:` block (or in a function that body calls)."
             )
+        # Opened in a function the body called: the invoke sees that function's variables.
+        namespace = trace if inline else trace.beside(frame.f_locals, frame.f_globals)
         layer = Layer(namespace, missing=_wait_for_name, assigned=_name_assigned)
         self.tracer.invokes.append(Invoke(body, layer, self.inputs, self.kwargs))
 

@@ -39,6 +39,11 @@ class Namespace(dict):
         """The (name, value) pairs the body put here: all but the helpers, which come first."""
         return islice(self.items(), self._helpers, None)
 
+    def beside(self, caller_locals: dict, caller_globals: dict) -> Namespace:
+        """A namespace with the same helpers for another scope (an invoke that a function
+        the body calls opens: `def helper(tracer): with tracer.invoke(...)`)."""
+        return Namespace(caller_locals, caller_globals, dict(islice(self.items(), self._helpers)))
+
     def __missing__(self, name: str) -> Any:
         if name in self.caller_locals:
             return self.caller_locals[name]

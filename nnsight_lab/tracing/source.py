@@ -39,7 +39,8 @@ class Body:
         start: the line of `source`'s first line in `filename`.
         filename: the file the body stands in.
         lineno: the line of the `with` statement.
-        has_invokes: whether the body opens `with <tracer>.invoke(...)` blocks.
+        has_invokes: whether the body opens `with <tracer>.invoke(...)` blocks (also in
+            a function it passes the tracer to, see `body_of_with`).
         first_line: line of the first statement that does something (None: only `pass`).
         target: the name after `as` in the `with` statement, if one.
         after: line of the statement that follows the `with` block in its block, if one.
@@ -64,6 +65,7 @@ class Body:
     start: int = 1
     opens_block: bool = False
     skip_at: tuple[int | None, str | None] = (None, None)
+    given_target: tuple[str, ...] = ()  # functions called with `target`: `helper(tracer)`
 
 
 _cache: dict[tuple[CodeType, int], Body] = {}
@@ -88,6 +90,10 @@ def body_of_with(frame: FrameType) -> Body:
                 if body.first_line is not None and body.opens_block:  # `try:` may need it
                     skip_at = raise_point(frame.f_code, frame.f_lasti, body.first_line)
                     body = replace(body, skip_at=skip_at)
+                if not body.has_invokes and any(
+                    _opens_invokes(_lookup(frame, name)) for name in body.given_target
+                ):  # `helper(tracer)` opens the invokes: the body runs first to collect them
+                    body = replace(body, has_invokes=True, stepped=None)
             if len(_cache) > 4096:
                 _cache.clear()
             _cache[key] = body
@@ -197,6 +203,7 @@ def compile_statements(
     has_invokes = any(_is_invoke(n) for s in statements for n in ast.walk(s))
     endless = any(_is_endless(n) for s in statements for n in ast.walk(s))
     simple = not has_invokes
+    given = tuple(_given(statements, target)) if target is not None and not has_invokes else ()
     return Body(
         code=code,
         source=_dedent(segment),
@@ -211,6 +218,7 @@ def compile_statements(
         endless=endless,
         stepped=compile_stepped(module.body, filename, lineno) if simple else None,
         start=first.lineno,
+        given_target=given,
     )
 
 
@@ -276,6 +284,50 @@ def _is_invoke(node: ast.AST) -> bool:
         and item.context_expr.func.attr == "invoke"
         for item in node.items
     )
+
+
+def _given(statements: list[ast.stmt], target: str) -> dict[str, None]:
+    """The functions (`name` or `name.attr`) that the statements call with `target` as an
+    argument (`helper(tracer, ...)`, `helper(tracer=tracer)`)."""
+    found: dict[str, None] = {}
+    for statement in statements:
+        for node in ast.walk(statement):
+            if not isinstance(node, ast.Call):
+                continue
+            arguments = [*node.args, *(k.value for k in node.keywords)]
+            if not any(isinstance(a, ast.Name) and a.id == target for a in arguments):
+                continue
+            func = node.func
+            if isinstance(func, ast.Name):
+                found.setdefault(func.id)
+            elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                found.setdefault(f"{func.value.id}.{func.attr}")
+    return found
+
+
+def _lookup(frame: FrameType, dotted: str) -> object:
+    """What `dotted` (`name` or `name.attr`) names in `frame`, or None."""
+    name, _, attr = dotted.partition(".")
+    scope = frame.f_locals
+    value = scope[name] if name in scope else frame.f_globals.get(name)
+    try:
+        return getattr(value, attr, None) if attr and value is not None else value
+    except Exception:  # a property that fails: not a helper we can look into
+        return None
+
+
+def _opens_invokes(function: object) -> bool:
+    """Whether `function`'s code (or a block nested in it) calls an `.invoke` attribute."""
+    function = getattr(function, "__func__", function)  # a bound method
+    function = getattr(function, "func", function)  # functools.partial
+    code = getattr(function, "__code__", None)
+    todo = [code] if isinstance(code, CodeType) else []
+    while todo:
+        code = todo.pop()
+        if "invoke" in code.co_names:
+            return True
+        todo.extend(c for c in code.co_consts if isinstance(c, CodeType))
+    return False
 
 
 def _free_names(statements: list[ast.stmt]) -> tuple[str, ...]:
