@@ -193,7 +193,8 @@ def _unpadded(rows: Rows) -> dict[str, Any] | None:
     width = ids[0].shape[-1]
     if any(r.shape[-1] != width for r in ids):
         return None
-    batch: dict[str, Any] = {"input_ids": torch.stack(ids)}
+    stacked_ids = torch.stack(ids)  # [batch, seq], or [batch, choices, seq]
+    batch: dict[str, Any] = {"input_ids": stacked_ids}
     if mask is not None:
         if any(m.shape[-1] != width or m.device != ids[0].device for m in mask):
             return None  # a mask over past tokens too, or on another device
@@ -202,7 +203,7 @@ def _unpadded(rows: Rows) -> dict[str, Any] | None:
             return None  # padding: positions may be derived (`_positions`)
         batch["attention_mask"] = stacked
     elif rows.masked:
-        batch["attention_mask"] = torch.ones(len(ids), width, dtype=torch.long)
+        batch["attention_mask"] = torch.ones(stacked_ids.shape, dtype=torch.long)
     batch.update(rows.forward)
     return batch
 
