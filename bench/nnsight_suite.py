@@ -65,7 +65,7 @@ PUBLIC = {  # nnsight's documented import paths of its public classes
     "nnsight.modeling.transformers": ["TransformersModel"],
     "nnsight.modeling.language": ["LanguageModel"],
     "nnsight.modeling.base": ["NNsight"],
-    "nnsight.intervention.envoy": ["Envoy"],
+    "nnsight.intervention.envoy": ["Envoy", "traceable"],
     "nnsight.intervention.eproperty": ["eproperty"],
     "nnsight.intervention.interleaver": ["OutOfOrderError"],
     "nnsight.intervention.source": ["SourceNotAvailable"],

@@ -16,6 +16,7 @@ from .config import CONFIG
 from .engine.envoy import Envoy
 from .engine.eproperty import eproperty
 from .errors import (
+    MovedNameWarning,
     NNsightDeprecationWarning,
     NNsightError,
     NNsightWarning,
@@ -31,6 +32,7 @@ from .errors import (
     WireError,
 )
 from .models import LanguageModel, NNsight, TransformersModel, demo_model
+from .models.nnsight import traceable
 from .remote import login, status, whoami
 from .tracing import save
 
@@ -38,6 +40,7 @@ __all__ = [
     "CONFIG",
     "Envoy",
     "LanguageModel",
+    "MovedNameWarning",
     "NNsight",
     "NNsightDeprecationWarning",
     "NNsightError",
@@ -58,6 +61,7 @@ __all__ = [
     "login",
     "save",
     "status",
+    "traceable",
     "whoami",
 ]
 __version__ = "0.1.0"

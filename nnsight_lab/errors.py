@@ -15,7 +15,8 @@ and what to do next::
     NNsightWarning               base class of our warnings
      ├── NNsightDeprecationWarning  an nnsight spelling that still works, with its new name
      │                           (also a FutureWarning, as nnsight's: shown by default)
-     └── OutputIndexWarning      `block.output[0]` on a block that returns a tensor
+     ├── OutputIndexWarning      `block.output[0]` on a block that returns a tensor
+     └── MovedNameWarning        a submodule named `output` (BERT's) is `.E_output`
 """
 
 from __future__ import annotations
@@ -104,4 +105,14 @@ class OutputIndexWarning(NNsightWarning):
     Until transformers 5 a GPT-2 or Llama block returned a tuple whose first item was
     the hidden states; now it returns the hidden states `[batch, seq, hidden]` itself,
     so `[0]` is the first batch row. Read `block.output`.
+    """
+
+
+class MovedNameWarning(NNsightWarning):
+    """A submodule is named like a value every envoy serves (`output`, `input`, ...).
+
+    Every BERT-style encoder has a submodule called `output`. On its envoy `.output`
+    stays the module's forward output; the submodule is reached as `.E_output` (its
+    path stays `...output`). Silence with
+    `warnings.filterwarnings("ignore", category=nnsight_lab.MovedNameWarning)`.
     """

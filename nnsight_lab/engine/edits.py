@@ -11,6 +11,8 @@ itself; `clear_edits()` removes them.
 `with model.edit() as (tracer, edited):`, nnsight 0.8's form, binds the edit's
 tracer and that model. Which one the statement wants is read from its bytecode
 (it unpacks into two names or not), so neither form is a guess.
+`with model.edit(inplace=True) as tracer:` binds the edit's tracer (the model
+that carries the edits is `model` itself), as nnsight does.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Editor(CapturingContext):
     """The context of `with model.edit(inplace=False) as edited:`."""
 
     def __init__(self, model: NNsight, inplace: bool) -> None:
+        self.inplace = inplace
         if inplace:
             self.model = model
         else:  # a shallow copy: the same modules and envoys, its own list of edits
@@ -53,11 +56,11 @@ class Editor(CapturingContext):
             self.model.__dict__.update(model.__dict__)
             object.__setattr__(self.model, "_edits", list(model._edits))
 
-    def entered(self) -> NNsight | tuple[Editor, NNsight]:
+    def entered(self) -> NNsight | Editor | tuple[Editor, NNsight]:
         frame = self._frame
         if frame is not None and unpacks_into(frame) == 2:
             return self, self.model
-        return self.model
+        return self if self.inplace else self.model
 
     @property
     def iter(self) -> Steps:

@@ -4,7 +4,8 @@ An envoy mirrors one `torch.nn.Module`: its children are envoys reachable by
 attribute and index (`model.transformer.h[5].attn`), any other attribute is the
 module's own (`model.layer1.weight`), and inside a trace body `.output`,
 `.input` and `.inputs` are the real values flowing through the module now
-(read them, edit them in place, or assign to replace them).
+(read them, edit them in place, or assign to replace them). A child named like
+one of those values (BERT's `output`) is `.E_output` (see `moved_names`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from .eproperty import body_mediator, eproperty, flush
 from .inputs import FirstInput
 from .iteration import Iteration, Steps
 from .mediator import current_mediator
+from .moved_names import WARNED, attribute_of, warn_moved
 from .pitfalls import is_block, warn_output_index
 from .source import SourceView, source_view
+from .watched_call import call_watched
 
 _VALUES = ("output", "input", "inputs")
 _BUILDING: ContextVar[dict[int, Envoy] | None] = ContextVar("_BUILDING", default=None)
@@ -80,6 +83,7 @@ class Envoy(FirstInput):
         object.__setattr__(self, "_children", {})
         known = _BUILDING.get()
         token = _BUILDING.set({}) if known is None else None
+        moved = WARNED.set(set()) if known is None else None
         try:
             built = _BUILDING.get()
             assert built is not None
@@ -90,6 +94,8 @@ class Envoy(FirstInput):
         finally:
             if token is not None:
                 _BUILDING.reset(token)
+            if moved is not None:
+                WARNED.reset(moved)
         if rename:
             bind(self, rename)
 
@@ -106,8 +112,11 @@ class Envoy(FirstInput):
         if child.parent is None and child is not self.root:
             object.__setattr__(child, "_parent", weakref.ref(self))
         self._children[name] = child
-        if not hasattr(type(self), name):
-            object.__setattr__(self, name, child)
+        attribute = attribute_of(Envoy, name)
+        if attribute != name and self.__dict__.get(attribute) is not child:
+            warn_moved(self, name, attribute)
+        if not hasattr(type(self), attribute):
+            object.__setattr__(self, attribute, child)
         return child
 
     @property
@@ -299,12 +308,35 @@ class Envoy(FirstInput):
             )
         _mediator(self._path, "skip").skip(self._path, value)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Apply the module to any value, without disturbing the running trace."""
+    def __call__(self, *args: Any, hook: bool = False, **kwargs: Any) -> Any:
+        """Apply the module to any value.
+
+        Inside a trace the call is unseen by it by default: nothing the module or its
+        submodules compute is served or counted, so `model.lm_head(hidden)` does not
+        disturb the run. `hook=True` lets the trace see the call, for a module
+        attached to the tree that the model itself never calls (an adapter, an SAE):
+        its submodules' `.output` are then served to the other bodies that wait on them.
+
+        Args:
+            *args, **kwargs: the module's input.
+            hook: run the call routed through the trace.
+
+        Returns:
+            What the module returned.
+
+        Example:
+            >>> model.fc1.adapter = Adapter()
+            >>> with model.edit(inplace=True):
+            ...     model.fc1.output = model.fc1.adapter(model.fc1.output, hook=True)
+            >>> with model.trace(x):
+            ...     inner = model.fc1.adapter.inner.output.save()
+        """
         mediator = current_mediator(self._path, optional=True)
         router = mediator.interleaver.router if mediator is not None else None
         if router is None or router.interleaver is None:
             return self._module(*args, **kwargs)
+        if hook:
+            return call_watched(mediator.interleaver, self._module, args, kwargs)
         return router.call_unrouted(self._module, args, kwargs)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -312,6 +344,8 @@ class Envoy(FirstInput):
             object.__setattr__(self, name, value)  # the setters of `.output`, an eproperty's
             return
         children = self.__dict__.get("_children", {})
+        if name.startswith("E_") and name[2:] in children and attribute_of(Envoy, name[2:]) == name:
+            name = name[2:]  # the submodule `output` that `E_output` names
         setattr(self._module, name, value)  # torch registers or replaces a submodule
         if isinstance(value, nn.Module) or name in children:
             self._replace_child(name)
@@ -326,8 +360,8 @@ class Envoy(FirstInput):
         if old is not None:  # envoys outside the replaced subtree stay who they are
             known = {id(e._module): e for e in root.modules() if id(e) not in dropped}
         module = self._module._modules.get(name, getattr(self._module, name, None))
-        if old is not None and self.__dict__.get(name) is old:
-            object.__delattr__(self, name)
+        if old is not None and self.__dict__.get(attribute_of(Envoy, name)) is old:
+            object.__delattr__(self, attribute_of(Envoy, name))
         new = self._adopt(name, module, known) if isinstance(module, nn.Module) else None
         order = {key: i for i, key in enumerate(self._module._modules)}  # keep the module's order
         children = sorted(self._children.items(), key=lambda kv: order.get(kv[0], len(order)))

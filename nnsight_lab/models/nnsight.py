@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from ..engine.aliases import Rename
+from ..engine.bytecode import following
 from ..engine.edits import Editor
 from ..engine.envoy import Envoy
 from ..engine.eproperty import has_eproperties
@@ -16,7 +20,6 @@ from ..engine.scan import SCAN
 from ..engine.session import Session
 from ..engine.tracer import Backend, Tracer
 from ..errors import TracingError
-from ..tracing import save as nnsight_save
 from . import servers
 
 
@@ -84,6 +87,8 @@ class NNsight(Envoy):
         timeout: float | None = None,
         backend: Backend | None = None,
         trace: bool = True,
+        fn: Callable[..., Any] | None = None,
+        tracer_cls: type[Tracer] = Tracer,
         **kwargs: Any,
     ) -> Any:
         """Run the model on `inputs` with the `with` block's body interleaved.
@@ -99,19 +104,27 @@ class NNsight(Envoy):
             backend: what runs the trace (default: this process).
             trace: False runs the model at once, with its persistent edits, and returns
                 what it returned (no body: `model.trace(x, trace=False)`).
+            fn: a method of this model to run instead of its forward, called with the
+                inputs (`model.trace(x, fn=model.run)`; see `traceable`).
+            tracer_cls: the class of the tracer, a subclass of `Tracer`.
             **kwargs: passed to the model's forward call.
 
         Returns:
             The tracer, to use as a context manager (with `trace=False`: the model's output).
+
+        Raises:
+            TypeError: `fn` is no method of this model, or `tracer_cls` no `Tracer` class.
         """
         if remote:
             backend = servers.remote_backend(remote, {"blocking": blocking, "timeout": timeout})
-        tracer = Tracer(self, *inputs, backend=backend, **kwargs)
+        if fn is not None:
+            kwargs["entry"] = _entry(self, fn)
+        tracer = _checked(tracer_cls, Tracer, "trace")(self, *inputs, backend=backend, **kwargs)
         if trace:
             return tracer
         with tracer:
-            result = nnsight_save(tracer.result)
-        return result
+            pass
+        return tracer.result
 
     def scan(self, *inputs: Any, remote: bool | str = False, **kwargs: Any) -> Tracer:
         """A trace on fake tensors: shapes and dtypes without computing or reading weights.
@@ -128,12 +141,18 @@ class NNsight(Envoy):
         return Tracer(self, *inputs, backend=backend, **kwargs)
 
     def session(
-        self, *, remote: bool | str = False, blocking: bool = True, timeout: float | None = None
+        self,
+        *,
+        remote: bool | str = False,
+        blocking: bool = True,
+        timeout: float | None = None,
+        tracer_cls: type[Session] = Session,
     ) -> Session:
         """Several traces whose variables flow from one to the next without `.save()`.
 
         Only saved values leave the session; with `remote`, the whole session is one
-        request to the server, and unsaved values never travel.
+        request to the server, and unsaved values never travel. `tracer_cls` is the
+        session's class (a subclass of `Session`).
 
         Example:
             >>> with llm.session(remote=True):
@@ -143,10 +162,11 @@ class NNsight(Envoy):
             ...         llm.transformer.h[6].output[:] = paris
             ...         patched = llm.lm_head.output.save()
         """
+        cls = _checked(tracer_cls, Session, "session")
         if not remote:
-            return Session(self)
+            return cls(self)
         options = {"blocking": blocking, "timeout": timeout}
-        return Session(self, servers.remote_backend(remote, options))
+        return cls(self, servers.remote_backend(remote, options))
 
     def edit(self, *, inplace: bool = False) -> Editor:
         """Record interventions that apply to every later trace.
@@ -195,6 +215,64 @@ class NNsight(Envoy):
 
 
 Envoy.root_class = NNsight  # `Envoy(module)` is a model, as nnsight's root envoy is
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def traceable(method: Method) -> Method:
+    """Make a method of a model class a way to trace it, as `trace` is for its forward.
+
+    `with model.run(x):` traces the call `model.run(x)`: the body runs alongside it,
+    reading the modules it calls (`model.trace(x, fn=model.run)`). Called without a
+    `with`, also inside a trace body, the method just runs.
+
+    Args:
+        method: a method of an `NNsight` (or `Envoy`) subclass.
+
+    Returns:
+        The method, which gives a tracer when it opens a `with` block.
+
+    Example:
+        >>> class Twice(NNsight):
+        ...     @traceable
+        ...     def run(self, x):
+        ...         return self._module(self._module(x))
+        >>> with Twice(torch.nn.Linear(4, 4)).run(torch.rand(1, 4)) as tracer:
+        ...     ...
+    """
+
+    @functools.wraps(method)
+    def call(self: NNsight, *args: Any, **kwargs: Any) -> Any:
+        after = following(sys._getframe(1), 1)
+        if after and after[0].opname in _WITH_OPS:
+            return self.trace(*args, entry=method.__name__, **kwargs)
+        return method(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
+_WITH_OPS = frozenset(("BEFORE_WITH", "BEFORE_ASYNC_WITH", "SETUP_WITH", "LOAD_SPECIAL"))
+
+
+def _entry(model: NNsight, fn: Callable[..., Any]) -> str:
+    """The name of `fn`, a method of `model`, for the tracer to call it by."""
+    name = getattr(fn, "__name__", "")
+    if getattr(fn, "__self__", None) is not model or not callable(getattr(model, name, None)):
+        raise TypeError(
+            f"`trace(..., fn=...)` takes a method of the traced model (`model.trace(x, "
+            f"fn=model.run)`), got {fn!r}; to run other code, call it in a method of the "
+            "model's class (see `nnsight_lab.traceable`)."
+        )
+    return name
+
+
+def _checked(cls: Any, base: type, what: str) -> Any:
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(
+            f"`{what}(..., tracer_cls=...)` takes a subclass of nnsight_lab's `{base.__name__}`"
+            f" ({base.__module__}), got {cls!r}."
+        )
+    return cls
 
 
 def _concat(values: list | tuple) -> Any:

@@ -238,3 +238,88 @@ def test_repr_shows_aliases_and_is_torchs_without():
     assert repr(NNsight(net)) == repr(net)
     text = repr(NNsight(net, rename={"embed": ["e", "emb"], "layers.0.mlp": "first_mlp"}))
     assert "(e/emb/embed): Linear" in text and "(first_mlp): Sequential" in text
+
+
+class OutputBlock(nn.Module):
+    """A block with a submodule named `output`, as every BERT-style encoder layer has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.Linear(4, 4)
+        self.output = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.output(self.attn(x)))
+
+
+def test_a_submodule_named_output_is_e_output_and_output_stays_the_value(stepped_runs):
+    net = nn.Sequential(OutputBlock())
+    with pytest.warns(nnsight.MovedNameWarning, match="`.E_output`") as warned:
+        model = NNsight(nn.Sequential(OutputBlock(), OutputBlock()))  # warned once per class
+    assert len(warned) == 1
+    with pytest.warns(nnsight.MovedNameWarning, match="`.E_output`"):
+        model = NNsight(net)
+    block = model[0]
+    assert block.E_output._module is net[0].output and block.E_output.path == "model.0.output"
+    assert ("model.0.output", block.E_output) in model.named_modules()
+    assert model.get("0.E_output") is block.E_output and "(E_output/output): Linear" in repr(block)
+    x = torch.rand(2, 4)
+    with model.trace(x):
+        inner = block.E_output.output.save()
+        whole = block.output.save()
+    assert torch.equal(inner, net[0].output(net[0].attn(x))) and torch.equal(whole, net(x))
+    block.E_output = nn.Identity()  # replaces the submodule `output` (no warning: named so)
+    assert net[0].output is block.E_output._module and "E_output" not in net[0]._modules
+    with model.trace(x):
+        replaced = block.E_output.output.save()
+    assert torch.equal(replaced, net[0].attn(x))
+
+
+class Driven(NNsight):
+    @nnsight.traceable
+    def twice(self, x: torch.Tensor) -> torch.Tensor:
+        return self._module(self._module(x))
+
+
+def test_traceable_method_traces_in_a_with_and_runs_otherwise(stepped_runs):
+    torch.manual_seed(0)
+    net = nn.Linear(4, 4)
+    model = Driven(net)
+    x = torch.rand(2, 4)
+    assert torch.equal(model.twice(x), net(net(x)))
+    with model.twice(x) as tracer:
+        first = model.output.save()  # the module's first call of the two
+    assert torch.equal(first, net(x)) and torch.equal(tracer.result, net(net(x)))
+    with model.trace(x, fn=model.twice) as tracer:
+        model.output = torch.zeros(2, 4)
+    assert torch.equal(tracer.result, net(torch.zeros(2, 4)))
+    with model.trace(x):
+        inside = model.twice(x).save()  # a plain call in a body just runs
+        first = model.output.save()
+    assert torch.equal(inside, net(net(x))) and torch.equal(first, net(x))
+    with pytest.raises(TypeError, match="method of the traced model"):
+        model.trace(x, fn=print)
+
+
+def test_tracer_cls_chooses_the_tracer_and_session_class():
+    from nnsight_lab.engine.session import Session
+    from nnsight_lab.engine.tracer import Tracer
+
+    class MyTracer(Tracer):
+        pass
+
+    class MySession(Session):
+        pass
+
+    net = nn.Linear(4, 4)
+    model = NNsight(net)
+    x = torch.rand(1, 4)
+    with model.trace(x, tracer_cls=MyTracer) as tracer:
+        out = model.output.save()
+    assert type(tracer) is MyTracer and torch.equal(out, net(x))
+    with model.session(tracer_cls=MySession) as session:
+        with model.trace(x):
+            again = model.output.save()
+    assert type(session) is MySession and torch.equal(again, net(x))
+    with pytest.raises(TypeError, match="subclass of nnsight_lab's `Tracer`"):
+        model.trace(x, tracer_cls=dict)

@@ -317,6 +317,40 @@ def test_model_unchanged_outside_traces_after_source(toy_net):
     assert torch.equal(toy_net(x), expected)
 
 
+class _Relu(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(x))
+
+
+def _negated(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch.neg(self.fc(x))
+
+
+def test_a_forward_set_after_source_is_the_one_traced(stepped_runs):
+    import types
+
+    net = _Relu()
+    model = NNsight(net)
+    x = torch.rand(2, 4)
+    with model.trace(x):
+        relu = model.source.torch_relu_0.output.save()
+    assert torch.equal(relu, torch.relu(net.fc(x)))
+    net.forward = types.MethodType(_negated, net)  # a forward with source: its operations
+    assert "torch_neg_0" in model.source.names and "torch_relu_0" not in model.source.names
+    with model.trace(x):
+        neg = model.source.torch_neg_0.output.save()
+        out = model.output.save()
+    assert torch.equal(neg, -net.fc(x)) and torch.equal(out, net(x))
+    net.forward = lambda inp: torch.full((inp.shape[0], 4), 3.0)  # no source: it just runs
+    with model.trace(x):
+        out = model.output.save()
+    assert torch.equal(out, torch.full((2, 4), 3.0)) and torch.equal(out, net(x))
+
+
 def test_sourcing_does_not_keep_a_module_alive():
     import gc
     import weakref

@@ -17,6 +17,9 @@ from transformers import (
 import nnsight_lab as nnsight
 from nnsight_lab import TransformersModel
 
+# BERT has submodules named `output`, reached as `.E_output` (a MovedNameWarning says so).
+pytestmark = pytest.mark.filterwarnings("ignore::nnsight_lab.MovedNameWarning")
+
 
 @pytest.fixture()
 def tokenizer(tmp_path):

@@ -86,6 +86,7 @@ class ModuleSource(Scope):
         self.interleaver: Interleaver | None = None
         forward = module.forward
         forward = getattr(forward, "__routed__", forward)  # read inside a trace: the original
+        self.origin = forward_origin(module)  # a forward set on the module later: rewrite it
         hooked = _accelerate_hooked(module, forward)
         if hooked:  # accelerate's wrapper: rewrite the forward it wraps, keep its hook
             forward = getattr(module, "_old_forward")  # noqa: B009  # not a Module attribute
@@ -293,11 +294,22 @@ def module_source(module: nn.Module, path: str) -> ModuleSource:
         NoSourceError: its forward has no Python source to rewrite.
     """
     source = _SOURCED.get(module)
-    if source is None:
+    if source is None or source.origin is not forward_origin(module):
+        _SOURCED.pop(module, None)  # not kept if the new forward has no source
         source = _SOURCED[module] = ModuleSource(module, path)
         if not sourced_modules:
             sourced_modules.append(True)
     return source
+
+
+def forward_origin(module: nn.Module) -> Any:
+    """The function `module`'s calls run now: its class's `forward`, or one set on the
+    instance (also while a trace routes it: the forward the routing wrapper calls)."""
+    entry = module.__dict__.get("forward")
+    if entry is None:
+        return type(module).forward
+    entry = getattr(entry, "__routed__", entry)
+    return getattr(entry, "__func__", entry)
 
 
 def is_sourced(module: nn.Module) -> bool:
@@ -318,4 +330,9 @@ def source_forward(module: nn.Module, interleaver: Interleaver) -> Callable | No
     source = _SOURCED.get(module)
     if source is None:
         return None
+    if source.origin is not forward_origin(module):  # `module.forward = ...` since sourced
+        try:
+            source = module_source(module, source.path)
+        except NoSourceError:  # e.g. a lambda: its calls run it, with no operations
+            return None
     return partial(source.run, interleaver, module)
