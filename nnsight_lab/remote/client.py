@@ -17,6 +17,7 @@ import json
 import tempfile
 import threading
 import time
+import warnings
 from base64 import b64decode
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +26,19 @@ from typing import Any
 import requests
 
 from ..config import CONFIG, cache_root
-from ..errors import PolicyError, RemoteError, TracingError
+from ..errors import NNsightWarning, PolicyError, RemoteError, TracingError, TracingValueError
 from . import execution, policy, request, results
 from .failures import raise_failure, replay
 from .progress import StatusLine
-from .schema import API_KEY_HEADER, WIRE_VERSION, Request, State, Status
+from .schema import (
+    API_KEY_HEADER,
+    OMITTED_KEY,
+    RESULT_KEY,
+    WIRE_VERSION,
+    Request,
+    State,
+    Status,
+)
 
 _CONNECT_TIMEOUT = 10.0
 INLINE_BYTES = 1 << 20  # results up to this size come at the end of the status stream
@@ -70,7 +79,7 @@ class Connection:
                 'nnsight_lab.CONFIG.API.HOST (or NNSIGHT_LAB_HOST), pass remote="http://host:port", '
                 "or drop remote=True to run locally."
             )
-        self.host = host.rstrip("/")
+        self.host = checked_host(host).rstrip("/")
         self.key = key or CONFIG.API.KEY
         self.http = _session(self.host)
 
@@ -133,6 +142,20 @@ class Connection:
             return results.read_result(response.raw)
 
 
+def checked_host(host: str) -> str:
+    """`host` if it is an http(s) URL.
+
+    Raises:
+        TracingValueError: it is not (a ValueError, as nnsight raises), naming the fix.
+    """
+    if not host.startswith(("http://", "https://")):
+        raise TracingValueError(
+            f"the model server's address {host!r} must start with http:// or https:// "
+            f"(e.g. 'http://{host}'): fix remote=... or CONFIG.API.HOST (NNSIGHT_LAB_HOST)."
+        )
+    return host
+
+
 class RemoteBackend:
     """Runs a trace (or session) on a model server; see the module docstring.
 
@@ -148,6 +171,8 @@ class RemoteBackend:
         timeout: float | None = None,
         scan: bool = False,
     ) -> None:
+        if isinstance(remote, str) and remote != "local":
+            checked_host(remote)  # at the `model.trace(..., remote=URL)` line
         self.remote = remote
         self.blocking = blocking
         self.timeout = timeout
@@ -155,11 +180,14 @@ class RemoteBackend:
         self.request_id: str | None = None
         self.connection: Connection | None = None
         self.inline: bytes | None = None  # a small result that came with the statuses
+        self.context: Any = None  # the tracer sent, once sent
 
     def __call__(self, context: Any) -> dict[str, Any]:
         kind = request.kind_of(context, self.scan)
+        self.context = context  # `tracer.result` lands there
         if self.remote == "local":
-            return dry_run(request.build(context, kind, trusted=False), context.model)
+            built = request.build(context, kind, trusted=False)
+            return self._returned(dry_run(built, context.model))
         host = self.remote if isinstance(self.remote, str) else None
         self.connection = connection = Connection(host)
         info = connection.info()
@@ -205,8 +233,21 @@ class RemoteBackend:
             raise RemoteError(f"request {request_id} was {final.state.value}", request_id)
         if self.inline is not None:
             inline, self.inline = self.inline, None
-            return results.read_result(io.BytesIO(inline))
-        return connection.result(request_id)
+            return self._returned(results.read_result(io.BytesIO(inline)))
+        return self._returned(connection.result(request_id))
+
+    def _returned(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """The saved values, once `tracer.result` (sent under a name no variable has) is
+        set on the tracer; a note that the server left it out is a warning."""
+        if RESULT_KEY in saved:
+            self.context.result = saved.pop(RESULT_KEY)
+        note = saved.pop(OMITTED_KEY, None)
+        body = getattr(self.context, "body", None)
+        if note is not None and body is not None:  # at the `with` line of the trace
+            warnings.warn_explicit(str(note), NNsightWarning, body.filename, body.lineno)
+        elif note is not None:
+            warnings.warn(str(note), NNsightWarning, stacklevel=2)
+        return saved
 
     def _follow(
         self, connection: Connection, request_id: str, line: StatusLine, deadline: float | None
@@ -235,10 +276,11 @@ class RemoteBackend:
 def dry_run(body: Request, model: Any) -> dict[str, Any]:
     """Run a request here exactly as a safe server would: serialized, checked, executed."""
     sent = Request.from_json(json.loads(json.dumps(body.to_json())))
-    try:
-        policy.check(sent.source, sent.filename, sent.line)
-    except PolicyError as error:
-        raise_failure(execution.failure_of(error, sent.filename))
+    for source, filename, line in execution.bodies_of(sent):
+        try:
+            policy.check(source, filename, line)
+        except PolicyError as error:
+            raise_failure(execution.failure_of(error, filename))
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "result.safetensors"
         outcome = execution.run(sent, model, path, trusted=False)
@@ -256,8 +298,8 @@ def model_folder(name: str) -> str | None:
     the configured server (None: no server, or it does not serve `name`)."""
     if not CONFIG.API.HOST:
         return None
-    connection = Connection()
     try:
+        connection = Connection()
         files = connection.call("GET", f"/v1/models/{name}").json()["files"]
     except (RemoteError, requests.RequestException, ValueError, KeyError):
         return None  # not a model of that server: the hub may know it

@@ -8,10 +8,15 @@ context the user opened (trace, generate, scan or session), runs it, and writes
 the saved values as one safetensors file. An exception raised by the body
 becomes a `Failure` that names the user's file and lines, with no server frames.
 
+The client's `rename=` aliases are bound on the model's envoys for the request
+alone (`renames`); its persistent edits run on a shallow copy of the model that
+carries them for the request alone (as `model.edit()` makes one), each edit a
+body that the policy checked like the trace's own.
+
 After every request the model must be as it was: parameters' gradients are
-dropped and persistent edits cleared; if anything else changed (a weight's
-version counter, a hook, a module's mode, the config), the run is refused and
-the worker reports itself `tainted`, to be replaced with a freshly loaded model.
+dropped; if anything else changed (a weight's version counter, a hook, a
+module's mode, the config, its edits), the run is refused and the worker reports
+itself `tainted`, to be replaced with a freshly loaded model.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import importlib
 import io
 import itertools
 import linecache
+import re
 import tempfile
 import traceback
 import warnings
@@ -33,13 +39,15 @@ from typing import Any
 
 import torch
 
+from ..engine.backends import helpers
+from ..engine.edits import Edit, Editor
 from ..engine.envoy import Envoy
 from ..errors import PolicyError, RemoteError, WireError
 from ..models.language_model import add_generator
 from ..models.nnsight import NNsight
 from ..tracing.source import Body, compile_statements
-from . import results, wire
-from .schema import Failure, Frame, Kind, Request
+from . import renames, results, wire
+from .schema import RESULT_KEY, Failure, Frame, Kind, Request
 
 MODULES = ("torch", "torch.nn", "torch.nn.functional", "math", "nnsight_lab")
 """Modules a body may read by name from the caller (`torch`, `F`, `math`, `nnsight`)."""
@@ -55,6 +63,7 @@ _HOOKS = (
 _counter = itertools.count()
 _KEEP = 64
 _bodies: dict[tuple[str, int, str | None], Body] = {}
+_EDIT_HELPERS = helpers(lambda value: value)  # saving in an edit keeps nothing, as locally
 
 
 @dataclass(frozen=True)
@@ -108,8 +117,18 @@ def describe_spec(spec: str) -> dict[str, Any]:
     return {"config": config.to_dict(), "files": files, "modules": tree}
 
 
-def run(request: Request, model: NNsight, result_path: Path, *, trusted: bool) -> Outcome:
+def run(
+    request: Request,
+    model: NNsight,
+    result_path: Path,
+    *,
+    trusted: bool,
+    max_result_bytes: int | None = None,
+) -> Outcome:
     """Run `request` on `model` and write its saved values to `result_path`.
+
+    `tracer.result`, when the request asks for it, is left out (with a note saying
+    why) where it would take the result past `max_result_bytes`.
 
     Never raises for what the body does: its errors come back as `Outcome.failure`.
     """
@@ -131,33 +150,69 @@ def run(request: Request, model: NNsight, result_path: Path, *, trusted: bool) -
                 "a trace may change activations, never the model itself. Nothing was kept, "
                 "and the server reloads the model."
             )
-        size = results.write_result(result_path, saved)
+        returned = saved.pop(RESULT_KEY, results.NOTHING)
+        size = results.write_result(result_path, saved, returned=returned, budget=max_result_bytes)
     except KeyboardInterrupt:
         raise
     except BaseException as error:  # a body's `raise SystemExit` fails its request alone
-        failure = failure_of(error, request.filename)
-    notices = tuple(_warning(w, request.filename) for w in caught[:100])
+        failure = failure_of(error, request.filename, _edit_files(request))
+    files = _edit_files(request)
+    notices = tuple(_warning(w, request.filename, files) for w in caught[:100])
     return Outcome(failure, tainted, size, printed.getvalue()[: 1 << 20], notices)
 
 
 def execute(request: Request, model: NNsight, *, trusted: bool) -> dict[str, Any]:
-    """Run the request's body on `model`; returns its saved values by name."""
-    context = _open(model, request)
-    tensors = wire.unpack_tensors(request.tensors)
-    resolve = _resolver(model, context)
-    device = _device(model)
+    """Run the request's body on `model`; returns its saved values by name (and, when
+    the request asks for it, `tracer.result` under `RESULT_KEY`)."""
+    with renames.bound(model, request.rename):
+        edited = _carrying_edits(model) if request.edits else model
+        context = _open(edited, request)
+        tensors = wire.unpack_tensors(request.tensors)
+        resolve = _resolver(edited, context)
+        device = _device(model)
 
-    def value(tree: Any) -> Any:
-        return _to(wire.decode(tree, tensors, resolve=resolve), device)
+        def value(tree: Any) -> Any:
+            return _to(wire.decode(tree, tensors, resolve=resolve), device)
 
-    scope = {name: value(tree) for name, tree in request.values.items()}
-    if request.payload:
-        scope.update(_unpickle(request.payload, trusted))
-    if request.target:
-        scope[request.target] = context
-    context.inputs = tuple(value(v) for v in request.inputs)
-    context.kwargs = {k: value(v) for k, v in request.kwargs.items()}
-    return context.execute(_compiled(request), scope, {"__name__": "__remote__"})
+        for edit in request.edits:
+            values = {name: value(tree) for name, tree in edit.values.items()}
+            body = _compiled(edit.source, edit.line, edit.target)
+            globals_ = {"__name__": "__remote__"}
+            edited._edits.append(Edit(body, values, globals_, _EDIT_HELPERS))
+        scope = {name: value(tree) for name, tree in request.values.items()}
+        if request.payload:
+            scope.update(_unpickle(request.payload, trusted))
+        if request.target:
+            scope[request.target] = context
+        context.inputs = tuple(value(v) for v in request.inputs)
+        context.kwargs = {k: value(v) for k, v in request.kwargs.items()}
+        body = _compiled(request.source, request.line, request.target)
+        saved = context.execute(body, scope, {"__name__": "__remote__"})
+        if request.result and request.kind is not Kind.SESSION:
+            saved[RESULT_KEY] = context.result
+        return saved
+
+
+def bodies_of(request: Request) -> list[tuple[str, str, int]]:
+    """Every body a request runs, as (source, filename, line): its edits', then its own;
+    the policy checks each."""
+    edits = [(e.source, e.filename, e.line) for e in request.edits]
+    return [*edits, (request.source, request.filename, request.line)]
+
+
+def _carrying_edits(model: NNsight) -> NNsight:
+    """A shallow copy of `model` (the same modules and envoys) with a list of edits of its
+    own, empty: the request's edits go there, never on the served model."""
+    copy = Editor(model, inplace=False).model
+    copy._edits.clear()
+    return copy
+
+
+def _edit_files(request: Request) -> dict[str, str]:
+    """The file names the request's edits were compiled under -> the user's file names."""
+    found = (_bodies.get((e.source, e.line, e.target)) for e in request.edits)
+    pairs = zip(found, request.edits, strict=True)
+    return {body.filename: edit.filename for body, edit in pairs if body is not None}
 
 
 def _open(model: NNsight, request: Request) -> Any:
@@ -173,31 +228,29 @@ def _open(model: NNsight, request: Request) -> Any:
     return model.trace()
 
 
-def _compiled(request: Request) -> Body:
-    """The body compiled under a file name of its own, its lines numbered as in the user's
+def _compiled(source: str, line: int, target: str | None) -> Body:
+    """A body compiled under a file name of its own, its lines numbered as in the user's
     file; the source stays in `linecache` (a session's traces read their bodies there)
     while the body is among the last `_KEEP` compiled, which are reused."""
-    key = (request.source, request.line, request.target)
+    key = (source, line, target)
     body = _bodies.pop(key, None)
     if body is None:
-        body = _compile(request, f"<remote body {next(_counter)}>")
+        body = _compile(source, line, target, f"<remote body {next(_counter)}>")
         if len(_bodies) >= _KEEP:
             linecache.cache.pop(_bodies.pop(next(iter(_bodies))).filename, None)
     _bodies[key] = body  # the newest last
     return body
 
 
-def _compile(request: Request, filename: str) -> Body:
-    if request.line < 1 or request.line > 10_000_000:
-        raise WireError(f"a body's line must be between 1 and 10,000,000, got {request.line}")
-    lines = ["\n"] * (request.line - 1) + request.source.splitlines(keepends=True)
+def _compile(source: str, line: int, target: str | None, filename: str) -> Body:
+    if line < 1 or line > 10_000_000:
+        raise WireError(f"a body's line must be between 1 and 10,000,000, got {line}")
+    lines = ["\n"] * (line - 1) + source.splitlines(keepends=True)
     text = "".join(lines)
     tree = ast.parse(text, filename)
     if not tree.body:
         raise RemoteError("the request's body has no statements to run")
-    body = compile_statements(
-        tree.body, filename, max(request.line - 1, 1), lines, target=request.target
-    )
+    body = compile_statements(tree.body, filename, max(line - 1, 1), lines, target=target)
     linecache.cache[filename] = (len(text), None, lines, filename)
     return body
 
@@ -231,28 +284,44 @@ def envoy_at(model: NNsight, path: str) -> Envoy:
     return envoy
 
 
-def failure_of(error: BaseException, filename: str) -> Failure:
+def failure_of(error: BaseException, filename: str, files: dict[str, str] | None = None) -> Failure:
     """`error` as the user should see it: its type, message and the body's own frames
-    (the ones compiled from the request), under the user's file name."""
+    (the ones compiled from the request), under the user's file name (`files`: the
+    user's file of a body compiled under that name, an edit's)."""
+    files = files or {}
     frames = [
-        Frame(filename, lineno, _frame_name(frame.f_code.co_name))
+        Frame(files.get(code.co_filename, filename), lineno, _frame_name(code.co_name))
         for frame, lineno in traceback.walk_tb(error.__traceback__)
-        if frame.f_code.co_filename.startswith("<remote body ")
+        if (code := frame.f_code).co_filename.startswith("<remote body ")
     ]
     if isinstance(error, PolicyError) and error.lineno:
         frames = [Frame(filename, error.lineno, "<module>")]
     rule = error.rule if isinstance(error, PolicyError) else None
     kind = type(error)
-    return Failure(kind.__name__, kind.__module__, str(error), frames, rule)
+    message = _users_names(str(error), filename, files)
+    return Failure(kind.__name__, kind.__module__, message, frames, rule)
 
 
-def _warning(caught: warnings.WarningMessage, filename: str) -> Failure:
+def _warning(
+    caught: warnings.WarningMessage, filename: str, files: dict[str, str] | None = None
+) -> Failure:
     """A warning the body raised, at the body's line (library lines are not shown)."""
     kind = caught.category
+    files = files or {}
     frames = []
     if str(caught.filename).startswith("<remote body "):
-        frames = [Frame(filename, caught.lineno, "<module>")]
-    return Failure(kind.__name__, kind.__module__, str(caught.message), frames)
+        frames = [Frame(files.get(caught.filename, filename), caught.lineno, "<module>")]
+    message = _users_names(str(caught.message), filename, files)
+    return Failure(kind.__name__, kind.__module__, message, frames)
+
+
+_COMPILED = re.compile(r"<remote body \d+>")
+
+
+def _users_names(text: str, filename: str, files: dict[str, str]) -> str:
+    """`text` with the names bodies were compiled under as the user's file names (an
+    engine message may name the file: "line 6 of <remote body 0>")."""
+    return _COMPILED.sub(lambda m: files.get(m.group(0), filename), text)
 
 
 def fingerprint(model: NNsight) -> tuple:
@@ -274,10 +343,10 @@ def fingerprint(model: NNsight) -> tuple:
 
 def _reset(model: NNsight) -> None:
     """Drop what a request may leave that is not the model's own state: the weights'
-    gradients (a body's `loss.backward()` fills them) and persistent edits."""
+    gradients (a body's `loss.backward()` fills them). A request's edits were never on
+    `model` (see `_carrying_edits`); the fingerprint counts its own."""
     for parameter in model._model.parameters():
         parameter.grad = None
-    model.clear_edits()
 
 
 def _configs(module: torch.nn.Module) -> list[dict[str, Any]]:

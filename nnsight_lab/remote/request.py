@@ -6,25 +6,31 @@ the tracer and a few modules (`torch`, `math`, `nnsight_lab`) travel as
 references that the server resolves to its own objects. Anything else (a
 function, an open file) cannot travel to a safe server: the error names the
 variable and says what to do; for a `--trusted` server such values travel as
-one cloudpickle payload.
+one cloudpickle payload. The model's `rename=` aliases travel with the body, and
+so do its persistent edits (`model.edit()`): each is a body of its own, with the
+plain values it read. The traced call's return value comes back (`tracer.result`)
+only when the caller holds the tracer, so a trace bound to no name does not pay
+for the model's whole output.
 """
 
 from __future__ import annotations
 
 import base64
 import builtins
+import itertools
 from typing import Any
 
 import torch
 
+from ..engine.edits import Edit, Editor
 from ..engine.envoy import Envoy
 from ..engine.session import Session
 from ..engine.tracer import Tracer
 from ..errors import RemoteError, WireError
 from ..models.nnsight import NNsight
-from . import wire
+from . import renames, wire
 from .execution import envoy_at, is_allowed_module
-from .schema import WIRE_VERSION, Kind, Request
+from .schema import WIRE_VERSION, EditBody, Kind, Request
 
 _KINDS = {"_run": Kind.TRACE, "_generate": Kind.GENERATE}
 
@@ -59,13 +65,9 @@ def build(context: Tracer | Session, kind: Kind, *, trusted: bool) -> Request:
     body, scope = context.body, context.scope
     assert body is not None and scope is not None
     model = context.model
-    if model._edits:
-        raise RemoteError(
-            "this model has persistent edits (`model.edit()`), which stay on this machine: "
-            "write the edit into the remote trace's body instead."
-        )
     ref = _references(model)
     tensors: dict[str, torch.Tensor] = {}
+    edits = [_edit(edit, tensors, ref) for edit in model._edits]
     values, pickled = _values(body.reads, scope, tensors, ref, trusted)
     inputs = [
         wire.encode(v, tensors, where=f"input {i}", ref=ref) for i, v in enumerate(context.inputs)
@@ -86,7 +88,29 @@ def build(context: Tracer | Session, kind: Kind, *, trusted: bool) -> Request:
         values=values,
         tensors=wire.pack_tensors(tensors),
         payload=_pickle(pickled) if pickled else None,
+        rename=renames.encode(model._options[0]),
+        edits=edits,
+        result=kind is not Kind.SESSION and _held(context, scope),
     )
+
+
+def _edit(edit: Edit, tensors: dict[str, torch.Tensor], ref: wire.Ref) -> EditBody:
+    """A persistent edit as the request carries it: its body and the values it read."""
+    body = edit.body
+    try:
+        values, _ = _values(body.reads, (edit.values, edit.scope), tensors, ref, trusted=False)
+    except WireError as error:
+        raise WireError(
+            f"{error} (read by the persistent edit at {body.filename}, line {body.lineno}; "
+            "an edit's values travel as plain values, even to a --trusted server)"
+        ) from None
+    return EditBody(body.source, body.filename, body.start, body.target, values)
+
+
+def _held(context: Tracer | Session, scope: tuple[dict, dict]) -> bool:
+    """Whether the caller holds the tracer in a variable (`as tracer`, `tracer = ...`), so
+    that it can read `tracer.result` after the block."""
+    return any(value is context for value in itertools.chain(*(s.values() for s in scope)))
 
 
 def _values(
@@ -134,7 +158,7 @@ def _references(model: NNsight) -> wire.Ref:
                 f"{value._path} belongs to another model than the one this trace runs on a "
                 "server; a remote body can use only its own model."
             )
-        if isinstance(value, (Tracer, Session)):
+        if isinstance(value, (Tracer, Session, Editor)):  # an edit's tracer: the trace's
             return ("tracer", None)
         if is_allowed_module(value):
             return ("module", value.__name__)

@@ -1,7 +1,8 @@
 """A result on the wire: one safetensors file of the saved values, read as a stream.
 
 The saved values' tensors are the file's tensors (a tensor saved twice is written
-once); their trees (`wire.encode`), with the wire version, are JSON in its metadata.
+once); their trees (`wire.encode`), with the wire version, are JSON in its metadata,
+`tracer.result` among them under a name no variable has (`RESULT_KEY`) when asked.
 `read_result` reads the file in one pass from a stream (an HTTP response, a file),
 each tensor's bytes straight into a tensor allocated for them, so a result is held
 in memory about once, and checks every offset, size and dtype on the way: a
@@ -19,18 +20,38 @@ import safetensors.torch
 import torch
 
 from ..errors import WireError
-from .schema import WIRE_VERSION
+from .schema import OMITTED_KEY, RESULT_KEY, WIRE_VERSION
 from .wire import _FILE_DTYPES, _MALFORMED, Ref, Resolve, _Decoder, _Encoder, _storable
 
 MAX_HEADER = 100_000_000  # bytes of a result file's JSON header (safetensors' own limit)
 METADATA_KEY = "nnsight_lab"
 
 
-def write_result(path: str | os.PathLike, saved: dict[str, Any], *, ref: Ref | None = None) -> int:
+NOTHING: Any = object()
+"""`write_result`'s `returned` when the request did not ask for `tracer.result`."""
+
+
+def write_result(
+    path: str | os.PathLike,
+    saved: dict[str, Any],
+    *,
+    ref: Ref | None = None,
+    returned: Any = NOTHING,
+    budget: int | None = None,
+) -> int:
     """Write the saved values (name -> value) as one safetensors file; returns its size.
 
     The values' tensors are its tensors (a tensor saved twice is written once); their
     trees, with `WIRE_VERSION`, are JSON in its metadata under "nnsight_lab".
+
+    Args:
+        path: where to write the file.
+        saved: the values, by name.
+        ref: how objects that travel by reference are named (see `encode`).
+        returned: what the traced call returned (`tracer.result`), written under
+            `RESULT_KEY`; where its tensors would take the file's past `budget` bytes,
+            a note saying so is written under `OMITTED_KEY` instead.
+        budget: see `returned`.
 
     Raises:
         WireError: a saved value cannot travel (see `encode`).
@@ -38,9 +59,27 @@ def write_result(path: str | os.PathLike, saved: dict[str, Any], *, ref: Ref | N
     tensors: dict[str, torch.Tensor] = {}
     encoder = _Encoder(tensors, ref)
     trees = {name: encoder.root(value, f"`{name}`") for name, value in saved.items()}
+    if returned is not NOTHING:
+        where = "`tracer.result`"
+        extra = _new_bytes(returned, where, encoder, ref)
+        if budget is None or sum(t.nbytes for t in tensors.values()) + extra <= budget:
+            trees[RESULT_KEY] = encoder.root(returned, where)
+        else:
+            trees[OMITTED_KEY] = (
+                f"tracer.result was left out: its {extra / 2**20:,.1f} MiB would take the "
+                f"result past the server's limit of {budget / 2**20:,.1f} MiB; save the part "
+                "you need in the body instead (e.g. `tracer.result.logits[:, -1].save()`)."
+            )
     doc = json.dumps({"version": WIRE_VERSION, "saved": trees}, allow_nan=False)
     safetensors.torch.save_file(_storable(tensors), path, metadata={METADATA_KEY: doc})
     return os.path.getsize(path)
+
+
+def _new_bytes(value: Any, where: str, encoder: _Encoder, ref: Ref | None) -> int:
+    """Bytes of the tensors in `value` that `encoder` does not hold yet (nothing copied)."""
+    found: dict[str, torch.Tensor] = {}
+    _Encoder(found, ref, copy=False).root(value, where)
+    return sum(t.nbytes for t in found.values() if id(t) not in encoder.keys)
 
 
 def read_result(

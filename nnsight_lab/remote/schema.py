@@ -6,7 +6,9 @@ except a server started with `--trusted`, which accepts cloudpickle payloads.
 
 A request is a trace body as source text, where it stands in the user's file,
 and the values it reads (`values`, encoded by `wire.encode`); the model is never
-sent. A result is the saved values, by name.
+sent, only how the client names its modules (`rename`) and its persistent edits
+(`edits`, bodies like the trace's). A result is the saved values, by name (and
+the traced call's return value, `tracer.result`, when the client asks for it).
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-WIRE_VERSION = "nnsight_lab/1"  # bumped when a record changes shape
+WIRE_VERSION = "nnsight_lab/2"  # bumped when a record changes shape
 
 API_KEY_HEADER = "X-API-Key"
+
+RESULT_KEY = "<tracer.result>"
+"""The name (no variable's) under which a result holds `tracer.result`, when asked."""
+OMITTED_KEY = "<tracer.result omitted>"
+"""The name under which a result says why it leaves `tracer.result` out (too large)."""
 
 
 class Kind(enum.StrEnum):
@@ -45,6 +52,26 @@ class State(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class EditBody:
+    """One persistent edit of the client's model (`model.edit()`), run before the body.
+
+    Attributes:
+        source: the edit block's source text, dedented.
+        filename: the user's file it stands in.
+        line: the line of `source`'s first line there.
+        target: the name after `as` in its `with` statement, if one.
+        values: the variables it read when it was recorded, by name (encoded; their
+            tensors are in the request's `tensors`).
+    """
+
+    source: str
+    filename: str
+    line: int
+    target: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Request:
     """One trace (or session) to run on a server's model.
 
@@ -63,6 +90,11 @@ class Request:
             base64 safetensors blob ("" when none).
         payload: a base64 cloudpickle of the variables that are not plain values
             (functions, classes); only a `--trusted` server accepts it.
+        rename: the client model's `rename=` as `[key, [alias, ...]]` pairs; a key is
+            a module path, or `{"class": "module.QualName"}` for a module class.
+        edits: the client model's persistent edits, in the order they run.
+        result: send back what the traced call returned (`tracer.result`); the
+            client asks when it holds the tracer after the block.
     """
 
     version: str
@@ -77,13 +109,17 @@ class Request:
     values: dict[str, Any] = field(default_factory=dict)
     tensors: str = ""
     payload: str | None = None
+    rename: list[Any] = field(default_factory=list)
+    edits: list[EditBody] = field(default_factory=list)
+    result: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "kind": self.kind.value}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Request:
-        return cls(**{**data, "kind": Kind(data["kind"])})
+        edits = [EditBody(**e) for e in data.get("edits", [])]
+        return cls(**{**data, "kind": Kind(data["kind"]), "edits": edits})
 
 
 @dataclass(frozen=True)

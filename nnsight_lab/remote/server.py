@@ -52,6 +52,17 @@ log = logging.getLogger(__name__)
 INLINE_BYTES = 1 << 20  # the largest result sent inline at the end of its status stream
 
 
+class EditModel(BaseModel):
+    """One persistent edit of a request (`EditBody`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    filename: str
+    line: int = Field(ge=1, le=10_000_000)
+    target: str | None = None
+    values: dict[str, Any] = {}
+
+
 class RequestBody(BaseModel):
     """`Request.to_json()`, as the OpenAPI schema describes `POST /v1/requests`."""
 
@@ -68,6 +79,9 @@ class RequestBody(BaseModel):
     values: dict[str, Any] = {}
     tensors: str = ""
     payload: str | None = None
+    rename: list[Any] = Field(default=[], max_length=256)
+    edits: list[EditModel] = Field(default=[], max_length=100)
+    result: bool = False
 
 
 class Lab:
@@ -380,20 +394,21 @@ def _parse(data: Any, lab: Lab) -> Request:
 
 
 def _refusal(request: Request, trusted: bool) -> Failure | None:
-    """Why the policy refuses the body (None: it may run)."""
-    try:
-        policy.check(request.source, request.filename, request.line, trusted=trusted)
-    except Exception as error:  # PolicyError, or a body the policy itself cannot read
-        failure = execution.failure_of(error, request.filename)
-        if not failure.frames:
-            failure = Failure(
-                failure.type,
-                failure.module,
-                failure.message,
-                [Frame(request.filename, request.line, "<module>")],
-                failure.rule,
-            )
-        return failure
+    """Why the policy refuses the body or one of its edits (None: they may run)."""
+    for source, filename, line in execution.bodies_of(request):
+        try:
+            policy.check(source, filename, line, trusted=trusted)
+        except Exception as error:  # PolicyError, or a body the policy itself cannot read
+            failure = execution.failure_of(error, filename)
+            if not failure.frames:
+                failure = Failure(
+                    failure.type,
+                    failure.module,
+                    failure.message,
+                    [Frame(filename, line, "<module>")],
+                    failure.rule,
+                )
+            return failure
     return None
 
 

@@ -120,8 +120,11 @@ def unpack_tensors(blob: str, *, max_bytes: int | None = None) -> dict[str, torc
 class _Encoder:
     """One request's (or result's) encoding: its tensors so far, and where it stands."""
 
-    def __init__(self, tensors: dict[str, torch.Tensor], ref: Ref | None) -> None:
+    def __init__(
+        self, tensors: dict[str, torch.Tensor], ref: Ref | None, *, copy: bool = True
+    ) -> None:
         self.tensors, self.ref = tensors, ref
+        self.copy = copy  # False: keep the tensors themselves (to count their bytes)
         self.keys: dict[int, tuple[str, torch.Tensor]] = {}  # id -> key (tensor kept alive)
         self.path: list[tuple[str, Any]] = []  # (format, item), formatted only for errors
         self.nodes = 0
@@ -181,7 +184,7 @@ class _Encoder:
         n = len(self.tensors)
         while f"t{n}" in self.tensors:
             n += 1
-        self.tensors[f"t{n}"] = _own(t)
+        self.tensors[f"t{n}"] = _own(t) if self.copy else t
         self.keys[id(t)] = (f"t{n}", t)
         return {"$tensor": f"t{n}"}
 

@@ -153,7 +153,9 @@ def _answer(message: dict[str, Any], model: Any, options: argparse.Namespace) ->
     limit = options.max_result_bytes
     try:
         request = Request.from_json(message["request"])
-        outcome = execution.run(request, model, result, trusted=options.trusted)
+        outcome = execution.run(
+            request, model, result, trusted=options.trusted, max_result_bytes=limit
+        )
     except OSError as error:
         if error.errno != errno.EFBIG:
             raise

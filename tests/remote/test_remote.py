@@ -294,11 +294,12 @@ def test_a_url_names_a_server_for_one_call(remote, served, llm):
 
 def test_a_version_mismatch_is_one_clear_error(remote, monkeypatch):
     from nnsight_lab.remote import client
+    from nnsight_lab.remote.schema import WIRE_VERSION
 
     monkeypatch.setattr(client, "WIRE_VERSION", "nnsight_lab/0")
     monkeypatch.setattr(client, "_checked", {})
     with pytest.raises(
-        nnsight.RemoteError, match="speaks nnsight_lab/1 .* this client nnsight_lab/0"
+        nnsight.RemoteError, match=f"speaks {WIRE_VERSION} .* this client nnsight_lab/0"
     ):
         with remote.trace(PROMPT, remote=True):
             remote.lm_head.output.save()
