@@ -214,9 +214,11 @@ def short(exc: BaseException, width: int = 30) -> str:
 
 
 def time_batch(fn: Callable[[], object], calls: int) -> float:
+    """Seconds per call of `fn`, the collection of the cyclic garbage it left included."""
     start = time.perf_counter()
     for _ in range(calls):
         fn()
+    gc.collect()
     return (time.perf_counter() - start) / calls
 
 
@@ -232,20 +234,26 @@ def measure(closures: dict, seconds: float, batch_s: float) -> dict:
     them alike. Rounds go on for `seconds` (at least MIN_ROUNDS). Everything alive
     before the first round is frozen out of the garbage collector: a full collection
     of the loaded libraries takes ~0.2 s, which would land on whichever call set it off.
+    Each batch ends with a collection (under a microsecond on the frozen heap), so a
+    library whose traces leave reference cycles (a freed model output, its autograd
+    graph) pays for freeing them in its own batch, as one without cycles pays at once,
+    not in whichever batch the collector next runs in.
     """
     calls, samples = {}, {}
-    for label, fn in closures.items():
-        try:
-            fn()  # warm-up: first-call costs (source parsing, caches)
-            single = time_batch(fn, 3)
-        except Exception as exc:  # noqa: BLE001 - report, don't crash
-            samples[label] = short(exc)
-            continue
-        calls[label] = max(1, round(batch_s / single))
-        samples[label] = []
     gc.collect()
     gc.freeze()
     try:
+        for label, fn in closures.items():
+            try:
+                fn()  # warm-up: first-call costs (source parsing, caches)
+                single = time_batch(fn, 3)
+            except Exception as exc:  # noqa: BLE001 - report, don't crash
+                samples[label] = short(exc)
+                continue
+            calls[label] = max(1, round(batch_s / single))
+            samples[label] = []
+        gc.collect()
+        gc.freeze()  # what the warm-ups left alive, too
         end, index = time.perf_counter() + seconds, 0
         while index < MIN_ROUNDS or time.perf_counter() < end:
             labels = [label for label in closures if isinstance(samples[label], list)]

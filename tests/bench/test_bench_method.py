@@ -36,6 +36,21 @@ def test_measure_runs_every_closure_each_round_and_reports_failures():
     assert not gc.get_freeze_count()  # what it froze is handed back to the collector
 
 
+def test_a_batch_pays_for_freeing_the_reference_cycles_it_left():
+    freed = []
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector frees it
+
+        def __del__(self) -> None:
+            freed.append(self.__class__)
+
+    gc.collect()
+    bench_core.time_batch(Node, 5)  # far fewer objects than the collector's threshold
+    assert len(freed) == 5
+
+
 def test_added_time_pairs_rounds_and_ratio_reads_the_cells():
     trace, plain = [3.0, 5.0, 9.0], [1.0, 2.0, 3.0]
     assert bench_core.added_us(trace, plain) == f"{3.0 * 1e6:.1f}"  # median of 2, 3, 6
