@@ -42,8 +42,11 @@ class _Plan:
     module's `forward` entry is no longer the one it was made from (see `current`).
     """
 
-    def __init__(self, states: list[dict], originals: list, wrappers: list) -> None:
+    def __init__(
+        self, paths: list[str], states: list[dict], originals: list, wrappers: list
+    ) -> None:
         self.states, self.wrappers = states, wrappers  # module __dict__s, routing wrappers
+        self.zeros = dict.fromkeys(paths, 0)  # calls started per module, before any
         self.originals = tuple(originals)  # their `forward` entries before (_MISSING: none)
         self._unset = [s for s, o in zip(states, originals, strict=True) if o is _MISSING]
         self._reset = [(s, o) for s, o in zip(states, originals, strict=True) if o is not _MISSING]
@@ -67,17 +70,24 @@ _forward_entry = methodcaller("get", "forward", _MISSING)
 
 
 class _Routing:
-    """What the routing wrappers read: the interleaver they serve, and its thread.
+    """What the routing wrappers read: the interleaver they serve, its thread, and the
+    interleaver's tables they read on every call (one attribute each, no lookups).
 
     The wrappers hold this, not the `Router` (which holds them): no reference cycle
     through a model's modules, so a model is freed when its last reference goes.
     """
 
-    __slots__ = ("interleaver", "thread")
+    __slots__ = ("interleaver", "thread", "started", "finished", "inputs", "outputs")
 
     def __init__(self) -> None:
         self.interleaver: Interleaver | None = None
         self.thread: int | None = None  # the thread whose trace the wrappers serve
+
+    def serve(self, interleaver: Interleaver | None) -> None:
+        self.interleaver = interleaver
+        if interleaver is not None:
+            self.started, self.finished = interleaver.started, interleaver.finished
+            self.inputs, self.outputs = interleaver.wanted_inputs, interleaver.wanted_outputs
 
 
 class Router:
@@ -105,7 +115,9 @@ class Router:
         if plan is None or not plan.current():  # first trace, a forward replaced, or nested
             plan = self._plan = self._make_plan()
         routing = self.routing
-        previous_interleaver, routing.interleaver = routing.interleaver, interleaver
+        previous_interleaver = routing.interleaver
+        interleaver.started = {**plan.zeros, **interleaver.started}  # the wrappers index it
+        routing.serve(interleaver)
         routing.thread = threading.get_ident()
         try:
             plan.install()
@@ -115,7 +127,7 @@ class Router:
         return lambda: self._restore(plan, previous_interleaver)
 
     def _make_plan(self) -> _Plan:
-        states, originals, wrappers = [], [], []
+        paths, states, originals, wrappers = [], [], [], []
         for path, module in self.modules:
             state = module.__dict__
             original = state.get("forward", _MISSING)
@@ -124,10 +136,11 @@ class Router:
                 wrapper = cached[1]
             else:
                 wrapper = self._wrapper(path, module, original)
+            paths.append(path)
             states.append(state)
             originals.append(original)
             wrappers.append(wrapper)
-        return _Plan(states, originals, wrappers)
+        return _Plan(paths, states, originals, wrappers)
 
     def call_unrouted(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
         """Call `module` (and its submodules) as outside a trace: nothing counted or offered."""
@@ -144,7 +157,7 @@ class Router:
 
     def _restore(self, plan: _Plan, interleaver: Interleaver | None) -> None:
         plan.restore()
-        self.routing.interleaver = interleaver
+        self.routing.serve(interleaver)
         if interleaver is None:
             self.routing.thread = None
 
@@ -161,29 +174,21 @@ def _attrs(module: nn.Module) -> dict:
 
 
 def _routed(routing: _Routing, path: str, forward: Callable, module: nn.Module) -> Callable:
-    inputs, outputs = f"{path}.input.", f"{path}.output."
+    outputs = f"{path}.output."
 
     def routed_forward(*args, **kwargs):
         if get_ident() != routing.thread:  # another thread calls the model: not the trace's
             return forward(*args, **kwargs)
-        interleaver = routing.interleaver
-        started = interleaver.started  # type: ignore[union-attr]
-        index = started.get(path, 0)
+        started = routing.started
+        index = started[path]
         started[path] = index + 1
-        # `.source` used on this module: run its rewritten copy (none ever sourced: one list test)
-        body = (sourced_modules and source_forward(module, interleaver)) or forward
-        if path in interleaver.wanted_inputs:  # type: ignore[union-attr]
-            args, kwargs = interleaver.handle(f"{inputs}{index}", (args, kwargs))  # type: ignore[union-attr]
-            output = interleaver.skips.pop(path, _MISSING)  # type: ignore[union-attr]
-            if output is _MISSING:  # not skipped by `module.skip(value)`
-                output = body(*args, **kwargs)
-            elif type(output) is RowSkips:  # skipped by some invokes: for their rows
-                output = output.output(lambda: body(*args, **kwargs))
+        if path in routing.inputs or sourced_modules:  # a body waits on it, or `.source` used
+            output = _served_call(routing.interleaver, path, index, module, forward, args, kwargs)
         else:
-            output = body(*args, **kwargs)
-        if path in interleaver.wanted_outputs:  # type: ignore[union-attr]
-            output = interleaver.handle(f"{outputs}{index}", output)  # type: ignore[union-attr]
-        interleaver.finished[path] = index + 1  # type: ignore[union-attr]
+            output = forward(*args, **kwargs)
+        if path in routing.outputs:  # (a body may start waiting on it during the call)
+            output = routing.interleaver.handle(f"{outputs}{index}", output)  # type: ignore[union-attr]
+        routing.finished[path] = index + 1
         return output
 
     routed_forward.__routed__ = forward  # type: ignore[attr-defined]
@@ -191,3 +196,20 @@ def _routed(routing: _Routing, path: str, forward: Callable, module: nn.Module) 
     # `logits_to_keep` in generate): the wrapper must show the forward's own signature.
     routed_forward.__wrapped__ = forward  # type: ignore[attr-defined]
     return routed_forward
+
+
+def _served_call(
+    interleaver: Any, path: str, index: int, module: nn.Module, forward: Callable, args, kwargs
+) -> Any:
+    """A module call whose input a body waits on, or on a model where `.source` was used:
+    offer the input, then run the forward (its rewritten copy where sourced), or skip it."""
+    body = (sourced_modules and source_forward(module, interleaver)) or forward
+    if path not in interleaver.wanted_inputs:
+        return body(*args, **kwargs)
+    args, kwargs = interleaver.handle(f"{path}.input.{index}", (args, kwargs))
+    output = interleaver.skips.pop(path, _MISSING)
+    if output is _MISSING:  # not skipped by `module.skip(value)`
+        return body(*args, **kwargs)
+    if type(output) is RowSkips:  # skipped by some invokes: for their rows
+        return output.output(lambda: body(*args, **kwargs))
+    return output
