@@ -1,5 +1,6 @@
 """`TransformersModel` inputs beyond token ids: per-row fields padded into one batch,
-tasks other than text generation, against the plain transformers models run alone."""
+tasks other than text generation, multiple-choice ids (`[batch, choices, seq]`), against
+the plain transformers models run alone."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from transformers import (
     BertConfig,
     BertForMaskedLM,
+    BertForMultipleChoice,
     BertForSequenceClassification,
     BertTokenizer,
     GPT2Config,
@@ -175,3 +177,18 @@ def test_an_unknown_task_is_refused(tokenizer):
     module = GPT2LMHeadModel(GPT2Config(vocab_size=8, n_layer=1, n_head=2, n_embd=16))
     with pytest.raises(ValueError, match="image-classification"):
         TransformersModel(module, task="image-classification", tokenizer=tokenizer)
+
+
+@torch.no_grad()
+def test_choice_ids_get_a_mask_per_token_and_match_transformers(tokenizer):
+    torch.manual_seed(0)
+    module = BertForMultipleChoice(_bert_config()).eval()
+    with pytest.warns(nnsight.MovedNameWarning):  # BERT's `output` submodules
+        model = TransformersModel(module, task="fill-mask", tokenizer=tokenizer, device="cpu")
+    ids = torch.tensor([[[2, 5, 6, 3], [2, 7, 6, 3]]])  # [batch, choices, seq]
+    with model.trace(ids):
+        received = nnsight.save(model.inputs[1])
+        logits = nnsight.save(model.output.logits)
+    assert received["attention_mask"].shape == ids.shape
+    assert bool(received["attention_mask"].all())
+    torch.testing.assert_close(logits, module(input_ids=ids).logits)
