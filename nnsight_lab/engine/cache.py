@@ -243,15 +243,7 @@ class CacheView:
     def __getitem__(self, key: int | str) -> CacheView:
         if self._envoy is None:
             return CacheView(self._cache, f"{self._path}.{key}", None)
-        try:
-            child = self._envoy[key]
-        except KeyError:
-            if not isinstance(key, str):
-                raise
-            child = getattr(self._envoy, key, None)  # an alias: `rename={"1": "second_layer"}`
-            if child is None:
-                raise KeyError(f"{self._path} has no submodule or alias {key!r}") from None
-        return _view_of(self._cache, child, str(key))
+        return _view_of(self._cache, self._envoy[key], str(key))  # a child, or an alias
 
     def __repr__(self) -> str:
         return f"CacheView({self._path!r}, cached={_listed(self.keys())})"

@@ -197,7 +197,12 @@ class Envoy(FirstInput):
     def __getitem__(self, key: int | str | slice) -> Any:
         children = list(self._children.values())
         if isinstance(key, str):
-            return self._children[key]
+            child = self._children.get(key)
+            if child is None:  # an alias, `rename={"1": "second_layer"}`: `h["second_layer"]`
+                child = self.__dict__.get(key)
+                if not isinstance(child, Envoy):
+                    raise KeyError(f"{self._path} has no submodule or alias {key!r}")
+            return child
         if isinstance(key, slice):
             return children[key]
         try:

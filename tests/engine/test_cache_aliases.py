@@ -1,4 +1,5 @@
-"""A cache read through the names of `rename=` (aliases), against plain transformers."""
+"""A cache, and the envoys, read through the names of `rename=` (aliases), against plain
+transformers."""
 
 from __future__ import annotations
 
@@ -40,3 +41,13 @@ def test_a_numeric_alias_indexes_the_cache_by_its_name(renamed, hf_gpt2):
     assert torch.equal(cache.model.transformer.h[1].output, cache["model.transformer.h.1"].output)
     with pytest.raises(KeyError, match="no submodule or alias 'third_layer'"):
         cache.model.model.h["third_layer"]  # noqa: B018
+
+
+def test_a_numeric_alias_indexes_the_envoy_by_its_name(renamed, hf_gpt2):
+    _, second = _block_outputs(hf_gpt2, renamed.tokenizer)
+    assert renamed.model.h["second_layer"] is renamed.model.h[1]
+    with torch.no_grad(), renamed.trace(PROMPT):
+        out = renamed.model.h["second_layer"].output.save()
+    assert torch.allclose(out, second, atol=1e-6)
+    with pytest.raises(KeyError, match="no submodule or alias 'third_layer'"):
+        renamed.model.h["third_layer"]  # noqa: B018
