@@ -114,19 +114,43 @@ def test_the_clients_timeout_bounds_its_wait_and_cancel_stops_the_request(hostil
     ],
 )
 def test_malformed_values_fail_their_request_alone(hostile, llm, values):
+    final = _final_event(values=values)
+    assert '"state":"error"' in final and "WireError" in final
+    clean_trace_equals_local(hostile, llm)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"rename": [["transformer.h", ["_layers"]]]}, "WireError"),  # past the client's check
+        ({"rename": [["transformer.h", ["trace"]]]}, "Error"),  # would hide `model.trace`
+        ({"rename": [[{"class": "os.system"}, ["run"]]]}, None),  # no module is one: no alias
+        ({"edits": [{"source": "import os\n", "filename": "e.py", "line": 1}]}, "PolicyError"),
+        ({"edits": [{"source": "y = (\n", "filename": "e.py", "line": 1}]}, "Error"),
+    ],
+)
+def test_hostile_renames_and_edits_fail_their_request_alone(hostile, llm, fields, error):
+    final = _final_event(**fields)
+    if error is None:
+        assert '"state":"completed"' in final, final
+    else:
+        assert '"state":"error"' in final and error in final, final
+    clean_trace_equals_local(hostile, llm)
+
+
+def _final_event(**fields):
+    """The last status of a request posted as it is (no client checks), with `fields`."""
     import requests
 
     from nnsight_lab import CONFIG
     from nnsight_lab.remote.schema import API_KEY_HEADER, WIRE_VERSION
 
     body = {"version": WIRE_VERSION, "model": "tiny", "kind": "trace", "filename": "t.py"}
-    body |= {"source": "y = x\n", "line": 3, "inputs": ["Hello"], "values": values}
+    body |= {"source": "y = 1\n", "line": 3, "inputs": ["Hello"]} | fields
     headers = {API_KEY_HEADER: CONFIG.API.KEY}
     sent = requests.post(CONFIG.API.HOST + "/v1/requests", json=body, headers=headers, timeout=30)
     assert sent.status_code == 202, sent.text
     events = requests.get(
         f"{CONFIG.API.HOST}/v1/requests/{sent.json()['id']}/events", headers=headers, timeout=60
     )
-    final = [line for line in events.text.splitlines() if line][-1]
-    assert '"state":"error"' in final.replace(" ", "") and "WireError" in final
-    clean_trace_equals_local(hostile, llm)
+    return [line for line in events.text.splitlines() if line][-1].replace(" ", "")
